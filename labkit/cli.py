@@ -1,0 +1,351 @@
+"""Command line: `python -m labkit {doctor, estimate, run, sweep}` (console script `labkit`).
+
+    labkit doctor                                   # what machine is this? (exit 0 always)
+    labkit estimate --model llama-3.1-8b --seq-len 2048 --micro-batch 4      # theory only, instant
+    labkit run --model tiny --steps 3 --no-checkpointing                      # real steps, measured + theory
+    labkit sweep --micro-batch 1,2,4 --checkpointing on,off --plot runs/sweep.png
+
+Bad input gives one line on stderr, "labkit: error: …", and exit code 2. A run that runs out of memory is a
+result (exit 0, status "oom"); a run that fails for another reason exits 1.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import sys
+
+from labkit.config import RunConfig, rule_warnings
+
+PROG = "labkit"
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):   # argparse would print the usage block too; we want exactly one line
+        raise UsageError(message)
+
+
+# ---- RunConfig options --------------------------------------------------------------------------------------------
+def _int(text):
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an integer") from None
+
+
+def _float(text):
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+
+
+def _number(text):   # lora_alpha: 32 stays an int, 0.5 a float
+    value = _float(text)
+    return int(value) if value.is_integer() and "." not in text else value
+
+
+def _switch(text):
+    words = {"on": True, "true": True, "yes": True, "1": True, "off": False, "false": False, "no": False, "0": False}
+    if text.lower() not in words:
+        raise ValueError(f"{text!r} is not on or off")
+    return words[text.lower()]
+
+
+def _targets(text):
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+# field → (flag, parse one value, metavar). In `sweep` every flag takes a comma list of values (an axis);
+# lora targets, being a comma list already, separate alternatives with "/": --lora-targets q_proj,v_proj/q_proj.
+OPTIONS = {
+    "model": ("--model", str, "PRESET|PATH"),
+    "seq_len": ("--seq-len", _int, "N"),
+    "micro_batch": ("--micro-batch", _int, "N"),
+    "grad_accum": ("--grad-accum", _int, "N"),
+    "num_gpus": ("--num-gpus", _int, "N"),
+    "gradient_checkpointing": ("--checkpointing", _switch, "on|off"),
+    "precision": ("--precision", str, "fp32|fp16|bf16|auto"),
+    "quant": ("--quant", str, "nf4|none"),
+    "lora_r": ("--lora-r", _int, "R"),
+    "lora_alpha": ("--lora-alpha", _number, "ALPHA"),
+    "lora_dropout": ("--lora-dropout", _float, "P"),
+    "lora_targets": ("--lora-targets", _targets, "q_proj,k_proj,…"),
+    "optim": ("--optim", str, "adamw|paged_adamw_8bit"),
+    "learning_rate": ("--lr", _float, "LR"),
+    "eval_micro_batch": ("--eval-micro-batch", _int, "N"),
+    "pad_to_seq_len": ("--pad", _switch, "on|off"),
+    "memory_budget_gb": ("--memory-budget-gb", _float, "GIB"),
+    "seed": ("--seed", _int, "N"),
+}
+DEFAULT_AXES = {"gradient_checkpointing": [True, False], "micro_batch": [1, 2, 4]}
+
+
+def add_config_options(p, sweep: bool):
+    helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(RunConfig)}
+    defaults = RunConfig().to_dict()
+    group = p.add_argument_group("run configuration" + (" (comma lists make sweep axes)" if sweep else ""))
+    for field, (flag, _, metavar) in OPTIONS.items():
+        default = defaults[field]
+        shown = ",".join(default) if field == "lora_targets" else default
+        text = f"{helps[field]} (default {shown})".replace("%", "%%")
+        if field == "gradient_checkpointing":
+            group.add_argument(flag, dest=field, nargs="?", const="on", metavar=metavar, help=text)
+            group.add_argument("--no-checkpointing", dest=field, action="store_const", const="off",
+                               help="same as --checkpointing off")
+        else:
+            group.add_argument(flag, dest=field, metavar=metavar, help=text)
+    p.add_argument("--json", action="store_true", help="print each record as one JSON object per line")
+
+
+def _values(field, raw, sweep):
+    """Parse one option's text into its list of values; ValueError names the flag."""
+    flag, parse, _ = OPTIONS[field]
+    parts = raw.split("/") if field == "lora_targets" else raw.split(",")
+    if not sweep:
+        parts = [raw]
+        if "," in raw and field not in ("lora_targets", "model"):
+            raise ValueError(f"{flag} takes one value here ({raw!r}); use `labkit sweep` for a list")
+    try:
+        values = [parse(part.strip()) for part in parts]
+    except ValueError as e:
+        raise ValueError(f"{flag}: {e}") from None
+    if not values or any(v in ("", ()) for v in values):
+        raise ValueError(f"{flag}: empty value in {raw!r}")
+    return values
+
+
+def _given(args) -> dict:
+    return {f: getattr(args, f) for f in OPTIONS if getattr(args, f, None) is not None}
+
+
+def config_from_args(args) -> RunConfig:
+    """One RunConfig from the options given; RunConfig's own checks raise ValueError for bad values."""
+    changes = {f: _values(f, raw, sweep=False)[0] for f, raw in _given(args).items()}
+    return RunConfig(**changes)
+
+
+def configs_from_sweep_args(args) -> list[RunConfig]:
+    from labkit.sweep import grid
+    axes = {f: _values(f, raw, sweep=True) for f, raw in _given(args).items()}
+    if all(len(v) == 1 for v in axes.values()):   # no axis given: the demo grid (2 × 3 = 6 runs on the tiny model)
+        for field, values in DEFAULT_AXES.items():
+            axes.setdefault(field, values)
+    base = RunConfig(**{f: v[0] for f, v in axes.items() if len(v) == 1})
+    return grid(base, {f: v for f, v in axes.items() if len(v) > 1})
+
+
+def check_configs(configs) -> None:
+    """Fail fast, before anything loads: unknown model / unreadable config, bf16 where the GPU lacks it."""
+    from labkit.config import resolve_precision
+    from labkit.shapes import resolve_shape
+    for cfg in configs:
+        resolve_shape(cfg.model)
+    from labkit.hardware import device_facts   # imports torch
+    facts = device_facts(check_hub=False)
+    cap = tuple(facts["capability"]) if facts["capability"] else None
+    for cfg in configs:
+        resolve_precision(cfg.precision, facts["type"], cap)
+
+
+# ---- readable output -----------------------------------------------------------------------------------------------
+def human_bytes(n) -> str:
+    if n is None:
+        return "—"
+    for unit, size in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"
+
+
+def _err(measured, theory) -> str:
+    if measured is None or not theory:
+        return ""
+    return f"{(measured / theory - 1) * 100:+.0f}%"
+
+
+def format_record(record: dict) -> str:
+    """A record as a table: theory beside measured per component, then status, labels and warnings."""
+    from labkit.charts import _component_values, config_label
+    cfg = record["config"]
+    resolved = record.get("resolved") or {}
+    head = (f"{cfg['model']} · seq {cfg['seq_len']} · {cfg['micro_batch']} micro × {cfg['grad_accum']} accum × "
+            f"{cfg['num_gpus']} GPU · {config_label(record, ('gradient_checkpointing', 'precision'))} · {cfg['quant']} · r {cfg['lora_r']} · {cfg['optim']}")
+    lines = [head, f"status: {record.get('status')}" + (f" ({record['error']})" if record.get("error") else "")
+             + f" · device: {resolved.get('device', '?')}"
+             + (f" ({(record.get('device') or {}).get('name')})" if record.get("device") else ""),
+             f"labels: {', '.join(record.get('labels') or []) or 'none'}", ""]
+    row = "{:<28}{:>14}{:>14}{:>10}"
+    lines.append(row.format("component", "theory", "measured", "error"))
+    theory, measured = record.get("theory") or {}, record.get("measured") or {}
+    for name, (t, m) in _component_values(record).items():
+        label = {"saved activations": "saved activations + logits", "logits": "  of which logits"}.get(name, name)
+        shown_m = "(in saved)" if name == "logits" else human_bytes(m)
+        lines.append(row.format(label, human_bytes(t), shown_m, _err(m, t)))
+    lines.append(row.format("simple rule b·s·h·L·2", human_bytes(theory.get("simple_rule_activations")), "", ""))
+    lines.append(row.format("peak allocated", human_bytes(theory.get("peak")),
+                            human_bytes(measured.get("peak_allocated_bytes")),
+                            _err(measured.get("peak_allocated_bytes"), theory.get("peak"))))
+    lines.append(row.format("peak reserved", "", human_bytes(measured.get("peak_reserved_bytes")), ""))
+    step = measured.get("step_time_s")
+    flops = theory.get("step_flops")
+    lines.append(row.format("step time", f"{flops:.3g} FLOP" if flops else "—",
+                            f"{step:.3g} s" if step else "—", ""))
+    if measured.get("tokens_per_s"):
+        lines.append(row.format("tokens/s", "", f"{measured['tokens_per_s']:.1f}", ""))
+    if measured.get("loss"):
+        lines.append("loss per optimizer step: " + ", ".join(f"{x:.4f}" for x in measured["loss"]))
+    try:
+        warnings = record.get("warnings") or rule_warnings(RunConfig.from_dict(cfg))
+    except ValueError:
+        warnings = []
+    lines += [f"warning: {w}" for w in warnings]
+    return "\n".join(lines)
+
+
+def format_sweep(records) -> str:
+    from labkit.charts import sweep_labels, theory_saved
+    labels = sweep_labels(records)
+    width = max(len(s) for s in labels) + 2
+    row = "{:<%d}{:>7}{:>14}{:>14}{:>8}{:>11}{:>9}" % width
+    lines = [row.format("config", "status", "saved (meas.)", "saved (theory)", "error", "step time", "× first")]
+    times = [(r.get("measured") or {}).get("step_time_s") for r in records]
+    base = next((t for t in times if t), None)
+    for label, r, t in zip(labels, records, times):
+        m = (r.get("measured") or {}).get("saved_activation_bytes")
+        th = theory_saved(r)
+        lines.append(row.format(label, r.get("status", "?"), human_bytes(m), human_bytes(th), _err(m, th),
+                                f"{t:.3g} s" if t else "—", f"{t / base:.2f}" if t and base else "—"))
+    stand_ins = sorted({lab for r in records for lab in r.get("labels") or []})
+    if stand_ins:
+        lines.append(f"labels: {', '.join(stand_ins)}")
+    return "\n".join(lines)
+
+
+# ---- commands ------------------------------------------------------------------------------------------------------
+def _exit_code(records) -> int:
+    return 1 if any(r.get("status") == "error" for r in records) else 0   # an OOM is a result, not a failure
+
+
+def _emit(records, as_json: bool, table) -> None:
+    if as_json:
+        for r in records:
+            print(json.dumps(r, default=str), flush=True)
+    else:
+        print(table(records))
+
+
+def cmd_doctor(args) -> int:
+    from labkit.hardware import device_facts, format_doctor
+    try:
+        facts = device_facts()
+    except Exception as e:  # noqa: BLE001 — the doctor reports, it never fails
+        print(json.dumps({"error": str(e)}) if args.json else f"labkit doctor could not read the device: {e}")
+        return 0
+    print(json.dumps(facts, indent=2) if args.json else format_doctor(facts))
+    return 0
+
+
+def cmd_estimate(args) -> int:
+    cfg = config_from_args(args)
+    check_configs([cfg])
+    from labkit.experiment import estimate   # imports torch: only once the input is known to be good
+    record = estimate(cfg)
+    _emit([record], args.json, lambda rs: format_record(rs[0]))
+    return _exit_code([record])
+
+
+def cmd_run(args) -> int:
+    cfg = config_from_args(args)
+    check_configs([cfg])
+    from labkit.experiment import run   # imports torch: only once the input is known to be good
+    record = run(cfg, steps=args.steps, warmup=args.warmup, weights=args.weights, progress=not args.json)
+    _emit([record], args.json, lambda rs: format_record(rs[0]))
+    return _exit_code([record])
+
+
+def cmd_sweep(args) -> int:
+    configs = configs_from_sweep_args(args)
+    check_configs(configs)
+    from labkit.experiment import run
+    from labkit.sweep import run_sweep
+    runner = functools.partial(run, weights=args.weights)
+    records = run_sweep(configs, args.out, steps=args.steps, warmup=args.warmup, resume=not args.no_resume,
+                        progress=True, runner=runner)
+    _emit(records, args.json, format_sweep)
+    if args.plot:
+        from labkit.charts import sweep_chart
+        sweep_chart(records, path=args.plot)
+        print(f"chart written to {args.plot}", file=sys.stderr)
+    return _exit_code(records)
+
+
+def _count(name, minimum):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{name} must be ≥ {minimum}, got {value}")
+        return value
+    return parse
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog=PROG, description="QLoRA Memory Lab: measured memory and time beside the theory.")
+    sub = parser.add_subparsers(dest="command", metavar="{doctor,estimate,run,sweep}")
+
+    p = sub.add_parser("doctor", help="what machine is this: GPU, bf16, memory, versions, hub")
+    p.add_argument("--json", action="store_true", help="print the facts as JSON")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("estimate", help="theory only: predicted memory and FLOPs, nothing is loaded")
+    add_config_options(p, sweep=False)
+    p.set_defaults(func=cmd_estimate)
+
+    for name, helptext in (("run", "real QLoRA steps, measured, with the theory beside them"),
+                           ("sweep", "run a grid of configs (comma lists), saving each record as it finishes")):
+        p = sub.add_parser(name, help=helptext)
+        add_config_options(p, sweep=(name == "sweep"))
+        p.add_argument("--steps", type=_count("--steps", 1), default=3, help="measured optimizer steps (default 3)")
+        p.add_argument("--warmup", type=_count("--warmup", 0), default=1,
+                       help="unmeasured optimizer steps first (default 1)")
+        p.add_argument("--weights", choices=("auto", "hub", "random"), default="auto",
+                       help="auto: hub weights when reachable, else shape-only random init (default auto)")
+        if name == "sweep":
+            p.add_argument("--out", default="runs/sweep.jsonl", help="JSON Lines results file (default %(default)s)")
+            p.add_argument("--plot", metavar="PNG", help="also write the sweep chart here")
+            p.add_argument("--no-resume", action="store_true", help="rerun configs already in --out (appends)")
+        p.set_defaults(func={"run": cmd_run, "sweep": cmd_sweep}[name])
+    return parser
+
+
+def _one_line(message) -> str:
+    return " ".join(str(message).split())
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            raise UsageError("choose a command: doctor, estimate, run or sweep (labkit -h for help)")
+        return args.func(args)
+    except (UsageError, ValueError) as e:
+        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:   # `labkit sweep --json | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

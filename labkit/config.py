@@ -1,0 +1,187 @@
+"""RunConfig: every knob a learner can turn, in one dataclass, with the checks that keep it honest.
+
+The rules come from two places:
+- Axolotl's memory rules (course brief §7): set micro-batch and accumulation, never a raw batch size; eval batch =
+  micro-batch; pad to a constant length; bf16 only where the hardware has it.
+- the hardware: a T4 (compute capability 7.5) has no native bf16, so it trains in fp16 with a float16 4-bit compute
+  dtype. `resolve_precision` decides from the compute capability, never from `torch.cuda.is_bf16_supported()`,
+  which can answer True through emulation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+PRECISIONS = ("fp32", "fp16", "bf16", "auto")
+QUANTS = ("nf4", "none")
+OPTIMIZERS = ("adamw", "paged_adamw_8bit")
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str = field(default="tiny", metadata={"help": "preset name (see labkit.shapes.PRESETS), a folder with a "
+                                                          "checkpoint, or a Llama-family config.json"})
+    seq_len: int = field(default=256, metadata={"help": "tokens per sequence; every sequence is padded to it"})
+    micro_batch: int = field(default=2, metadata={"help": "sequences per forward/backward on one GPU"})
+    grad_accum: int = field(default=4, metadata={"help": "micro-batches accumulated per optimizer step"})
+    num_gpus: int = field(default=1, metadata={"help": "data-parallel GPUs (only for the effective-batch arithmetic)"})
+    gradient_checkpointing: bool = field(default=True, metadata={"help": "recompute each decoder layer in backward"})
+    precision: str = field(default="auto", metadata={"help": "fp32 | fp16 | bf16 | auto (bf16 where native, "
+                                                               "fp16 on other GPUs, fp32 on CPU)"})
+    quant: str = field(default="nf4", metadata={"help": "nf4 (4-bit NormalFloat + double quant) or none"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank r"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
+    lora_targets: tuple[str, ...] = field(default=("q_proj", "k_proj", "v_proj", "o_proj"),
+                                          metadata={"help": "Linear layers that get adapters"})
+    optim: str = field(default="paged_adamw_8bit", metadata={"help": "adamw (torch, fp32 states) or "
+                                                                      "paged_adamw_8bit (bitsandbytes)"})
+    learning_rate: float = field(default=2e-4, metadata={"help": "peak learning rate"})
+    eval_micro_batch: int | None = field(default=None, metadata={"help": "eval batch; None = micro_batch "
+                                                                          "(Axolotl rule 2)"})
+    pad_to_seq_len: bool = field(default=True, metadata={"help": "pad every batch to seq_len (Axolotl rule 3)"})
+    prepare_kbit: bool = field(default=False, metadata={"help": "call peft's prepare_model_for_kbit_training "
+                                                                 "(upcasts norms and embeddings to fp32)"})
+    seed: int = field(default=0, metadata={"help": "random seed for weights init, dropout and data order"})
+    memory_budget_gb: float | None = field(default=None, metadata={
+        "help": "CPU only: declare a run over budget (a simulated OOM) when its measured resident + saved bytes "
+                "exceed this many GiB"})
+
+    # ---- derived -------------------------------------------------------------------------------------------------
+    @property
+    def effective_batch(self) -> int:
+        return self.micro_batch * self.grad_accum * self.num_gpus  # e.g. 2 micro × 16 accum × 1 GPU = 32
+
+    @property
+    def effective_batch_text(self) -> str:
+        return (f"{self.micro_batch} micro × {self.grad_accum} accum × {self.num_gpus} GPU"
+                f"{'s' if self.num_gpus != 1 else ''} = {self.effective_batch}")
+
+    @property
+    def tokens_per_micro_batch(self) -> int:
+        return self.micro_batch * self.seq_len
+
+    def replace(self, **changes) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["lora_targets"] = list(self.lora_targets)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown RunConfig field(s): {', '.join(sorted(unknown))}")
+        d = dict(d)
+        if "lora_targets" in d:
+            d["lora_targets"] = tuple(d["lora_targets"])
+        return cls(**d)
+
+    def key(self) -> str:
+        """A stable string that identifies this config (sweeps use it to skip finished runs)."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def __post_init__(self):
+        if isinstance(self.lora_targets, str):
+            object.__setattr__(self, "lora_targets", tuple(t.strip() for t in self.lora_targets.split(",") if t.strip()))
+        elif isinstance(self.lora_targets, list):
+            object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        validate(self)
+
+
+def _positive_int(name: str, value, minimum: int = 1):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Raise ValueError with one clear sentence for the first bad field. Device-dependent checks live in
+    `check_hardware`, because a config can be written on one machine and run on another."""
+    if not isinstance(cfg.model, str) or not cfg.model.strip():
+        raise ValueError("model must be a preset name or a path")
+    _positive_int("seq_len", cfg.seq_len, 8)
+    _positive_int("micro_batch", cfg.micro_batch)
+    _positive_int("grad_accum", cfg.grad_accum)
+    _positive_int("num_gpus", cfg.num_gpus)
+    _positive_int("lora_r", cfg.lora_r)
+    if cfg.eval_micro_batch is not None:
+        _positive_int("eval_micro_batch", cfg.eval_micro_batch)
+    if not isinstance(cfg.lora_alpha, (int, float)) or isinstance(cfg.lora_alpha, bool) or cfg.lora_alpha <= 0:
+        raise ValueError(f"lora_alpha must be > 0, got {cfg.lora_alpha!r}")
+    if not isinstance(cfg.lora_dropout, (int, float)) or not 0 <= cfg.lora_dropout < 1:
+        raise ValueError(f"lora_dropout must be in [0, 1), got {cfg.lora_dropout!r}")
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+    if cfg.quant not in QUANTS:
+        raise ValueError(f"quant must be one of {', '.join(QUANTS)}, got {cfg.quant!r}")
+    if cfg.optim not in OPTIMIZERS:
+        raise ValueError(f"optim must be one of {', '.join(OPTIMIZERS)}, got {cfg.optim!r}")
+    if not cfg.lora_targets:
+        raise ValueError("lora_targets must name at least one projection")
+    bad = [t for t in cfg.lora_targets if t not in PROJECTIONS]
+    if bad:
+        raise ValueError(f"unknown LoRA target(s) {', '.join(bad)}; choose from {', '.join(PROJECTIONS)}")
+    if len(set(cfg.lora_targets)) != len(cfg.lora_targets):
+        raise ValueError("lora_targets lists a projection twice")
+    if not isinstance(cfg.learning_rate, (int, float)) or not cfg.learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0, got {cfg.learning_rate!r}")
+    if cfg.memory_budget_gb is not None and not cfg.memory_budget_gb > 0:
+        raise ValueError(f"memory_budget_gb must be > 0, got {cfg.memory_budget_gb!r}")
+
+
+def accumulation_for(effective_batch: int, micro_batch: int, num_gpus: int = 1) -> int:
+    """Axolotl rule 1: pick micro-batch and GPUs, derive accumulation = batch / micro / GPUs (must divide)."""
+    for name, v in (("effective_batch", effective_batch), ("micro_batch", micro_batch), ("num_gpus", num_gpus)):
+        _positive_int(name, v)
+    per_step = micro_batch * num_gpus
+    if effective_batch % per_step:
+        raise ValueError(f"effective batch {effective_batch} is not a multiple of micro_batch × GPUs = {per_step}")
+    return effective_batch // per_step
+
+
+def rule_warnings(cfg: RunConfig) -> list[str]:
+    """Axolotl-style advice that does not stop a run (course brief §7)."""
+    out = []
+    if cfg.eval_micro_batch is not None and cfg.eval_micro_batch != cfg.micro_batch:
+        out.append(f"eval_micro_batch {cfg.eval_micro_batch} ≠ micro_batch {cfg.micro_batch}: the memory profile "
+                   "changes between train and eval, so an eval can OOM after training fit (Axolotl rule 2)")
+    if not cfg.pad_to_seq_len:
+        out.append("pad_to_seq_len is off: batches of changing shape fragment the caching allocator "
+                   "(reserved ≫ allocated); pad to a constant length (Axolotl rule 3)")
+    if cfg.quant == "none":
+        out.append("quant=none loads the base in 16/32-bit: this is LoRA, not QLoRA, and the weights need 4× "
+                   "(fp16) to 8× (fp32) the memory of NF4")
+    if cfg.lora_alpha / cfg.lora_r > 4:
+        out.append(f"lora_alpha / lora_r = {cfg.lora_alpha / cfg.lora_r:g} is a large adapter scale; "
+                   "the course default is alpha = 2r")
+    return out
+
+
+# ---- precision and hardware -------------------------------------------------------------------------------------
+def native_bf16(capability: tuple[int, int] | None) -> bool:
+    """bf16 tensor cores exist from compute capability 8.0 (Ampere). None = CPU (bf16 runs, natively or not)."""
+    return capability is None or capability >= (8, 0)
+
+
+def resolve_precision(precision: str, device_type: str, capability: tuple[int, int] | None) -> str:
+    """Turn 'auto' into a concrete precision for this device, and refuse bf16 where it is not native.
+
+    auto: CUDA with capability ≥ 8.0 → bf16; older CUDA (T4 = 7.5) → fp16; CPU → fp32 (fastest there).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if device_type == "cuda":
+        if precision == "auto":
+            return "bf16" if native_bf16(capability) else "fp16"
+        if precision == "bf16" and not native_bf16(capability):
+            cc = ".".join(map(str, capability))
+            raise ValueError(f"bf16 is not native on this GPU (compute capability {cc} < 8.0): use fp16 "
+                             "(torch.cuda.is_bf16_supported() may say True here through emulation, slowly)")
+        return precision
+    return "fp32" if precision == "auto" else precision

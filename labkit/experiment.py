@@ -1,0 +1,69 @@
+"""One experiment = one RunConfig, measured and predicted, side by side in a record.
+
+This is the only module that sees both halves: `runner` (measurement) and `theory` (prediction) never import each
+other, so a measured figure cannot come from a formula, nor a prediction from a measurement.
+"""
+from __future__ import annotations
+
+import datetime
+
+import labkit
+from labkit import theory
+from labkit.config import RunConfig, resolve_precision, rule_warnings
+from labkit.runner import device_summary, measure_run, pick_device
+from labkit.shapes import resolve_shape
+
+MEASURED_KEYS = ("saved_activation_bytes", "peak_allocated_bytes", "peak_reserved_bytes", "step_time_s",
+                 "tokens_per_s", "loss", "resident")
+
+
+def _theory(cfg: RunConfig, precision: str, device: dict, padding_mask: bool) -> dict:
+    shape = resolve_shape(cfg.model)
+    gpu = device["name"] if device["type"] == "cuda" else None
+    out = theory.predict(shape, cfg, precision, padding_mask=padding_mask, gpu_name=gpu)
+    if cfg.prepare_kbit:
+        out["caveat"] = "prepare_kbit upcasts norms and embeddings to fp32; the theory does not model that"
+    return out
+
+
+def _record(cfg: RunConfig, measured_part: dict, theory_part: dict) -> dict:
+    return {
+        "config": cfg.to_dict(),
+        "shape": resolve_shape(cfg.model).to_dict(),
+        "resolved": measured_part["resolved"],
+        "model_source": measured_part["model_source"],
+        "labels": measured_part["labels"],
+        "warnings": rule_warnings(cfg),
+        "theory": theory_part,
+        "measured": measured_part["measured"],
+        "status": measured_part["status"],
+        "error": measured_part["error"],
+        "device": measured_part["device"],
+        "labkit_version": labkit.__version__,
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = None, weights: str = "auto",
+        progress: bool = False, on_step=None) -> dict:
+    """Real steps + theory for the same config. The theory is told whether the measured batch had padding
+    (with a padding mask SDPA keeps more; see theory.saved_activations) — a fact about the input, not a
+    measurement."""
+    resolve_shape(cfg.model)                       # unknown model → ValueError before anything loads
+    measured = measure_run(cfg, steps, warmup, device, weights, progress, on_step)
+    padding = measured["measured"]["batch_has_padding"]
+    prediction = _theory(cfg, measured["resolved"]["precision"], measured["device"],
+                         padding if padding is not None else cfg.pad_to_seq_len)
+    return _record(cfg, measured, prediction)
+
+
+def estimate(cfg: RunConfig, device: str | None = None, padding_mask: bool = True) -> dict:
+    """Theory only (no model is loaded); every measured field is None and the record is labelled "theory-only"."""
+    resolve_shape(cfg.model)
+    device = pick_device(device)
+    dev = device_summary(device)
+    precision = resolve_precision(cfg.precision, dev["type"], tuple(dev["capability"]) if dev["capability"] else None)
+    measured = {"resolved": {"precision": precision, "device": device}, "model_source": None,
+                "labels": ["theory-only"], "status": "ok", "error": None, "device": dev,
+                "measured": {k: None for k in MEASURED_KEYS}}
+    return _record(cfg, measured, _theory(cfg, precision, dev, padding_mask))

@@ -1,0 +1,209 @@
+"""What machine am I on? The preflight ("doctor") facts a lesson needs before it trains anything.
+
+Two rules the course teaches live here:
+- bf16 is decided from the compute capability (native from 8.0, Ampere), never from
+  `torch.cuda.is_bf16_supported()`: on a T4 (7.5) that call can answer True because bf16 runs through emulation,
+  slowly. We report both, side by side, so the trap is visible.
+- A bigger GPU can stand in for a T4's memory: `t4_profile()` caps this process at the 15,835,660,288 bytes
+  (14.75 GiB) that Colab reports for a T4. Figures taken that way are "T4-profile", not T4.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import threading
+from importlib import metadata
+
+from labkit.config import native_bf16, resolve_precision
+
+T4_TOTAL_MEMORY = 15_835_660_288   # bytes Colab's T4 reports as total_memory = 14.75 GiB
+HUB_URL = "https://huggingface.co"
+GiB = 1024 ** 3
+
+T4_FACTS = {
+    "architecture": "Turing, compute capability 7.5 (sm_75)",
+    "memory": "16 GB GDDR6, 320 GB/s; Colab reports 15,835,660,288 B = 14.75 GiB",
+    "fp16_tensor_tflops": 65.0,
+    "fp32_tflops": 8.1,
+    "bf16": "no bf16 (or TF32) tensor cores: train in fp16 with bnb_4bit_compute_dtype=float16",
+    "attention": "no FlashAttention-2: use SDPA",
+    "bitsandbytes": "NF4 weights and 8-bit optimizers are supported",
+}
+
+
+def _version(package: str) -> str | None:
+    """Installed version without importing the package (importing bitsandbytes can take seconds)."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _host_memory() -> tuple[int | None, int | None]:
+    """(total, available) host RAM in bytes, via psutil if present, else os.sysconf (Linux)."""
+    try:
+        import psutil
+        vm = psutil.virtual_memory()
+        return int(vm.total), int(vm.available)
+    except ImportError:
+        pass
+    try:
+        page = os.sysconf("SC_PAGE_SIZE")
+        return os.sysconf("SC_PHYS_PAGES") * page, os.sysconf("SC_AVPHYS_PAGES") * page
+    except (ValueError, OSError, AttributeError):
+        return None, None
+
+
+def hub_status(timeout: float = 3.0) -> tuple[bool, str]:
+    """(reachable, reason). A HEAD request to the Hugging Face Hub, run in a daemon thread so that a slow DNS
+    lookup (which the socket timeout does not cover) cannot hang the doctor longer than `timeout` + a moment."""
+    for var in ("LABKIT_OFFLINE", "HF_HUB_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return False, f"offline mode ({var} is set)"
+    result = [False, f"no answer within {timeout:g} s"]
+
+    def probe():
+        import urllib.request
+        try:
+            req = urllib.request.Request(HUB_URL, method="HEAD", headers={"User-Agent": "labkit-doctor"})
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                result[:] = [True, f"HTTP {resp.status}"]
+        except Exception as e:  # noqa: BLE001 — any failure (DNS, TLS, proxy refusal, HTTP 4xx/5xx) = not reachable
+            result[:] = [False, f"{type(e).__name__}: {e}"[:160]]
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout + 0.5)
+    return bool(result[0]), str(result[1])
+
+
+def _alloc_conf() -> str:
+    # torch ≥ 2.9 also reads PYTORCH_ALLOC_CONF; PYTORCH_CUDA_ALLOC_CONF is the name the course (and Colab) use
+    return os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "") or os.environ.get("PYTORCH_ALLOC_CONF", "")
+
+
+def device_facts(device=None, check_hub: bool = True) -> dict:
+    """Facts about `device` (None = the first GPU if there is one, else the CPU) and the software around it."""
+    import torch
+
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(dev)!r} asked for, but torch sees no CUDA GPU")
+    facts: dict = {"type": dev.type}
+    # the allocator reads PYTORCH_CUDA_ALLOC_CONF once, when CUDA initialises: was that before we got here?
+    cuda_was_initialized = bool(torch.cuda.is_available() and torch.cuda.is_initialized())
+
+    if dev.type == "cuda":
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        capability = [props.major, props.minor]
+        free, _ = torch.cuda.mem_get_info(index)   # note: this creates the CUDA context if nothing has yet
+        facts.update(name=props.name, index=index, capability=capability, total_memory=int(props.total_memory),
+                     free_memory=int(free), memory_kind="GPU memory",
+                     multiprocessors=props.multi_processor_count)
+        try:
+            facts["torch_says_bf16_supported"] = bool(torch.cuda.is_bf16_supported())
+        except Exception:  # noqa: BLE001
+            facts["torch_says_bf16_supported"] = None
+        facts["cuda_version"] = torch.version.cuda
+    else:
+        total, free = _host_memory()
+        capability = None
+        facts.update(name=platform.processor() or platform.machine() or "cpu", index=None, capability=None,
+                     total_memory=total, free_memory=free, memory_kind="host RAM",
+                     cpu_count=os.cpu_count(), torch_says_bf16_supported=None, cuda_version=None)
+
+    cap = tuple(capability) if capability else None
+    facts["native_bf16"] = native_bf16(cap)            # from the compute capability, the only honest source
+    facts["recommended_precision"] = resolve_precision("auto", dev.type, cap)
+    facts["versions"] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        **{p: _version(p) for p in ("transformers", "peft", "bitsandbytes", "accelerate")},
+    }
+    facts["in_colab"] = "google.colab" in sys.modules
+    if check_hub:
+        facts["hub_reachable"], facts["hub_reason"] = hub_status()
+    else:
+        facts["hub_reachable"], facts["hub_reason"] = False, "not checked"
+    conf = _alloc_conf()
+    facts["alloc_conf"] = conf or None
+    facts["expandable_segments"] = "expandable_segments:true" in conf.replace(" ", "").lower()
+    facts["cuda_initialized_before_doctor"] = cuda_was_initialized
+    facts["t4"] = dict(T4_FACTS) if "T4" in (facts.get("name") or "") else None
+    return facts
+
+
+def _gib(n) -> str:
+    return "unknown" if n is None else f"{n / GiB:.2f} GiB"
+
+
+def format_doctor(facts: dict) -> str:
+    """The doctor's report, one fact per line, with the advice that follows from it."""
+    ok, warn = "✓", "!"
+    lines = []
+    if facts["type"] == "cuda":
+        cc = ".".join(map(str, facts["capability"]))
+        lines.append(f"{ok} GPU: {facts['name']} (compute capability {cc})")
+        lines.append(f"  memory: {_gib(facts['total_memory'])} total, {_gib(facts['free_memory'])} free (GPU memory)")
+    else:
+        lines.append(f"{warn} no GPU: running on the CPU ({facts.get('cpu_count') or '?'} cores) — lessons still run, "
+                     "on the tiny model; memory figures are measured on the CPU and labelled 'cpu'")
+        lines.append(f"  memory: {_gib(facts['total_memory'])} total, {_gib(facts['free_memory'])} available (host RAM)")
+
+    says = facts.get("torch_says_bf16_supported")
+    if facts["type"] == "cuda":
+        mark = ok if facts["native_bf16"] else warn
+        line = f"{mark} native bf16: {'yes' if facts['native_bf16'] else 'no'} (from the compute capability, ≥ 8.0)"
+        if says is not None:
+            line += f"; torch.cuda.is_bf16_supported() says {says}"
+            if says and not facts["native_bf16"]:
+                line += " — that is emulation, slow: decide from the capability"
+        lines.append(line)
+    else:
+        lines.append("  bf16 on the CPU: it runs, but fp32 is the fast choice here")
+    lines.append(f"  recommended precision: {facts['recommended_precision']}")
+
+    v = facts["versions"]
+    lines.append("  versions: " + ", ".join(f"{k} {v[k] or 'missing'}" for k in
+                                             ("python", "torch", "transformers", "peft", "bitsandbytes", "accelerate")))
+    lines.append(f"  Colab: {'yes' if facts['in_colab'] else 'no'}")
+    mark = ok if facts["hub_reachable"] else warn
+    if facts["hub_reachable"]:
+        lines.append(f"{mark} Hugging Face Hub reachable: yes ({facts['hub_reason']})")
+    else:
+        lines.append(f"{mark} Hugging Face Hub reachable: no — {facts['hub_reason']}; presets fall back to "
+                     "shape-only random weights")
+    if facts["expandable_segments"]:
+        lines.append(f"{ok} PYTORCH_CUDA_ALLOC_CONF has expandable_segments:True (less fragmentation)")
+    elif facts["type"] == "cuda":
+        lines.append(f"  PYTORCH_CUDA_ALLOC_CONF: {facts['alloc_conf'] or 'unset'} — expandable_segments:True reduces "
+                     "fragmentation; set it before CUDA initialises")
+    if facts.get("t4"):
+        lines.append("  Tesla T4 facts:")
+        lines += [f"    {k}: {val}" for k, val in facts["t4"].items()]
+    return "\n".join(lines)
+
+
+def t4_profile(fraction_of: int = T4_TOTAL_MEMORY, device=None) -> float:
+    """Cap this process's CUDA allocations at `fraction_of` bytes (default: a Colab T4's 14.75 GiB), so that a
+    bigger GPU OOMs where a T4 would. Returns the fraction of this GPU's memory that was set (1.0 if the GPU is
+    already no bigger). Pair it with precision='fp16' and SDPA, and label the results 'T4-profile', not T4.
+
+    fraction = fraction_of / total_memory, e.g. on an 80 GiB H100: 15,835,660,288 / 85,520,809,984 ≈ 0.185.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError("t4_profile needs a CUDA GPU: on the CPU there is no per-process memory fraction to set")
+    if not isinstance(fraction_of, int) or isinstance(fraction_of, bool) or fraction_of <= 0:
+        raise ValueError(f"fraction_of must be a positive number of bytes, got {fraction_of!r}")
+    dev = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
+    if dev.type != "cuda":
+        raise ValueError(f"t4_profile needs a CUDA device, got {str(dev)!r}")
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    total = torch.cuda.get_device_properties(index).total_memory
+    fraction = min(1.0, fraction_of / total)
+    torch.cuda.set_per_process_memory_fraction(fraction, index)
+    return fraction

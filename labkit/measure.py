@@ -1,0 +1,157 @@
+"""Measurement: bytes and seconds read off the live tensors, the autograd graph and the CUDA allocator.
+
+Nothing here knows the theory (a test checks that this module never imports it): every figure comes from
+tensors that exist. Storages are counted once each, so views and shared buffers are not double counted.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+import torch
+
+
+def _storage_key(t: torch.Tensor):
+    s = t.untyped_storage()
+    return (t.device.type, t.device.index, s.data_ptr(), s.nbytes())
+
+
+def storage_bytes(tensors, exclude: set | None = None) -> int:
+    """Bytes of the distinct storages behind `tensors` (views of one storage count once)."""
+    seen, total = set(exclude or ()), 0
+    for t in tensors:
+        if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+            continue
+        k = _storage_key(t)
+        if k not in seen:
+            seen.add(k)
+            total += k[3]
+    return total
+
+
+class SavedTensorMeter:
+    """Counts the bytes autograd saves for backward while the context is open.
+
+    Uses `torch.autograd.graph.saved_tensors_hooks`: every tensor an op keeps for its backward passes through the
+    pack hook. Each storage is counted once; parameter and buffer storages are excluded (they are resident anyway,
+    not activations). The hooks return the tensor unchanged, so training is not altered.
+
+        with SavedTensorMeter(model) as meter:
+            loss = model(**batch).loss
+        meter.bytes          # saved activations of that forward
+    """
+
+    def __init__(self, module: torch.nn.Module | None = None, record_tensors: bool = False):
+        self.exclude = set()
+        if module is not None:
+            self.exclude = {_storage_key(p) for p in module.parameters()} | {_storage_key(b) for b in module.buffers()}
+        self.seen: set = set()
+        self.bytes = 0
+        self.tensors: list[tuple[tuple, torch.dtype, int]] = [] if record_tensors else None
+        self._ctx = None
+
+    def _pack(self, t: torch.Tensor):
+        if t.device.type != "meta":
+            k = _storage_key(t)
+            if k not in self.exclude and k not in self.seen:
+                self.seen.add(k)
+                self.bytes += k[3]
+                if self.tensors is not None:
+                    self.tensors.append((tuple(t.shape), t.dtype, k[3]))
+        return t
+
+    def __enter__(self):
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+        return False
+
+
+def saved_activation_bytes(fn, module: torch.nn.Module | None = None):
+    """Run `fn()` (a forward) under a SavedTensorMeter; return (fn's result, bytes saved for backward)."""
+    with SavedTensorMeter(module) as meter:
+        out = fn()
+    return out, meter.bytes
+
+
+# ---- resident state ----------------------------------------------------------------------------------------------
+def _quant_state_tensors(param):
+    """Tensors of a bitsandbytes Params4bit quant state (absmax, code, offset, nested state), if any."""
+    qs = getattr(param, "quant_state", None)
+    if qs is None:
+        return []
+    out = [v for v in vars(qs).values() if isinstance(v, torch.Tensor)]
+    nested = getattr(qs, "state2", None)
+    if nested is not None:
+        out += [v for v in vars(nested).values() if isinstance(v, torch.Tensor)]
+    return out
+
+
+def resident_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, int]:
+    """Sizes of what stays in memory, read from the tensors themselves:
+    quantized_weights (4-bit data + quantisation constants), unquantized_weights (every other frozen parameter),
+    lora (trainable parameters), gradients (their .grad), optimizer (every tensor in optimizer.state)."""
+    quant, other, train = [], [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            train.append(p)
+        elif getattr(p, "quant_state", None) is not None:
+            quant += [p] + _quant_state_tensors(p)
+        else:
+            other.append(p)
+    opt_tensors = []
+    if optimizer is not None:
+        for state in optimizer.state.values():
+            opt_tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
+    return {
+        "quantized_weights": storage_bytes(quant),
+        "unquantized_weights": storage_bytes(other),
+        "lora": storage_bytes(train),
+        "gradients": storage_bytes(p.grad for p in train if p.grad is not None),
+        "optimizer": storage_bytes(opt_tensors),
+    }
+
+
+# ---- CUDA allocator and time --------------------------------------------------------------------------------------
+def cuda_available(device) -> bool:
+    return torch.device(device).type == "cuda" and torch.cuda.is_available()
+
+
+def reset_cuda_peak(device) -> None:
+    if cuda_available(device):
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def cuda_peaks(device) -> dict[str, int | None]:
+    """Peak bytes held by live tensors (allocated) and by the caching allocator (reserved) since the last reset.
+    None on CPU: the CPU allocator keeps no such counter."""
+    if not cuda_available(device):
+        return {"peak_allocated_bytes": None, "peak_reserved_bytes": None}
+    torch.cuda.synchronize(device)
+    return {"peak_allocated_bytes": torch.cuda.max_memory_allocated(device),
+            "peak_reserved_bytes": torch.cuda.max_memory_reserved(device)}
+
+
+def cuda_context_bytes(device) -> int | None:
+    """Device memory in use that the caching allocator did not reserve: the CUDA context and libraries (and any
+    other process on the GPU). `nvidia-smi` shows this plus reserved."""
+    if not cuda_available(device):
+        return None
+    free, total = torch.cuda.mem_get_info(device)
+    return max(0, total - free - torch.cuda.memory_reserved(device))
+
+
+@contextmanager
+def timed(device, into: list):
+    """Append the wall time of the block to `into`, synchronising CUDA on both ends so GPU work is included."""
+    if cuda_available(device):
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    yield
+    if cuda_available(device):
+        torch.cuda.synchronize(device)
+    into.append(time.perf_counter() - t0)

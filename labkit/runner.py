@@ -1,0 +1,234 @@
+"""The step runner: real QLoRA optimizer steps, measured.
+
+One optimizer step = `grad_accum` micro-batches of forward + backward, then one optimizer step:
+
+    for step in range(steps):                       # 2 micro × 16 accum × 1 GPU = 32 sequences a step
+        for micro in range(grad_accum):
+            loss = model(**batch, num_items_in_batch=N).loss   # sum over tokens / N, N = label tokens of the step
+            scaler.scale(loss).backward()                      # gradients add up across micro-batches
+        scaler.unscale_(opt); clip; scaler.step(opt); scaler.update(); sched.step(); opt.zero_grad()
+
+The loss is normalised over every label token of the whole accumulation cycle (as HF Trainer does since
+transformers PR #34191), so the accumulated gradient equals the big batch's. fp16 runs under autocast with a
+GradScaler; bf16 under autocast without one; fp32 plain.
+
+Measured per run: saved activations of the first micro-batch (hooks on that forward only), resident tensor sizes,
+CUDA peaks per step, median step time after the warm-up steps (hooks are off then), tokens/s, loss per optimizer
+step. An OOM (`torch.OutOfMemoryError`, or a CPU run over its declared budget) ends the run with status "oom";
+memory is freed and the process carries on.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import statistics
+import traceback
+
+import torch
+
+from labkit import data, hardware, measure
+from labkit.config import RunConfig, resolve_precision
+from labkit.models import TORCH_DTYPES, load_model, tokenizer_for
+
+GiB = 1024 ** 3
+
+
+class SimulatedOOM(RuntimeError):
+    """Raised on CPU when measured bytes pass the run's declared memory budget (a simulated OOM, labelled so)."""
+
+
+def pick_device(device: str | None = None) -> str:
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU")
+    return device
+
+
+def device_summary(device: str) -> dict:
+    f = hardware.device_facts(device, check_hub=False)
+    return {"type": f["type"], "name": f["name"], "capability": f["capability"], "total_memory": f["total_memory"]}
+
+
+def free_memory() -> None:
+    """What to do after an OOM: drop the references (done by the caller), collect, return cached blocks."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _autocast(device: str, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=TORCH_DTYPES[precision])
+
+
+def make_optimizer(model, cfg: RunConfig):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optim == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    import bitsandbytes as bnb
+
+    return bnb.optim.PagedAdamW8bit(params, lr=cfg.learning_rate, weight_decay=0.0)
+
+
+def make_scheduler(optimizer, steps: int):
+    """Linear warm-up over 3% of the optimizer steps (at least one), then linear decay: advances once per
+    optimizer step, never per micro-batch."""
+    from transformers import get_linear_schedule_with_warmup
+
+    return get_linear_schedule_with_warmup(optimizer, max(1, math.ceil(0.03 * steps)), max(steps, 2))
+
+
+def label_tokens(batch: dict) -> int:
+    """Tokens that carry a loss: labels shifted by one, ignoring -100."""
+    return int((batch["labels"][:, 1:] != -100).sum())
+
+
+def _check_budget(cfg: RunConfig, bytes_in_use: int, what: str) -> None:
+    if cfg.memory_budget_gb is not None and bytes_in_use > cfg.memory_budget_gb * GiB:
+        raise SimulatedOOM(f"simulated OOM: {what} = {bytes_in_use / GiB:.3f} GiB measured > budget "
+                           f"{cfg.memory_budget_gb:g} GiB")
+
+
+def forward_backward(model, batch: dict, n_items: int, device: str, precision: str, scaler=None,
+                     meter: bool = False, budget_check=None) -> tuple[float, int | None]:
+    """One micro-batch: forward under autocast (fp16/bf16), loss = token-summed loss / n_items, backward.
+
+    n_items = label tokens of the whole accumulation cycle, so the gradients summed over the cycle equal the
+    gradient of one big batch (transformers #34191). With `meter`, the forward runs under a SavedTensorMeter and
+    `budget_check(saved_bytes)` may raise SimulatedOOM before backward. Returns (loss value, saved bytes or None).
+    """
+    saved = None
+    with _autocast(device, precision):
+        if meter:
+            out, saved = measure.saved_activation_bytes(lambda: model(**batch, num_items_in_batch=n_items), model)
+            if budget_check is not None:
+                budget_check(saved)
+        else:
+            out = model(**batch, num_items_in_batch=n_items)
+    loss = out.loss
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    return loss.item(), saved
+
+
+def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = None,
+                weights: str = "auto", progress: bool = False, on_step=None) -> dict:
+    """Run `steps` real optimizer steps and measure them. Returns the measured half of a record.
+
+    ValueError for a bad request (steps < 1, bf16 on a GPU without it, unknown model). Any failure during the
+    run itself is a result: status "oom" or "error" with the message; memory is freed either way.
+    `on_step(step_index, steps)` is called after each optimizer step (progress bars hook in here).
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup < steps:
+        raise ValueError(f"warmup must be an integer in [0, steps), got {warmup!r}")
+    device = pick_device(device)
+    dev = device_summary(device)
+    precision = resolve_precision(cfg.precision, dev["type"],
+                                  tuple(dev["capability"]) if dev["capability"] else None)
+    result = {
+        "resolved": {"precision": precision, "device": device},
+        "device": dev, "labels": [] if dev["type"] == "cuda" else ["cpu"],
+        "model_source": None, "status": "ok", "error": None,
+        "measured": {"saved_activation_bytes": None, "peak_allocated_bytes": None, "peak_reserved_bytes": None,
+                     "peak_allocated_per_step": None, "cuda_context_bytes": None, "step_time_s": None,
+                     "step_times_s": None, "tokens_per_s": None, "loss": None, "resident": None,
+                     "batch_has_padding": None},
+    }
+    m = result["measured"]
+    model = optimizer = scheduler = scaler = None
+    bar = None
+    try:
+        model, src = load_model(cfg, precision, device, weights)
+        result["model_source"] = src.kind
+        if src.kind == "shape-only":
+            result["labels"].append("shape-only")
+        if cfg.memory_budget_gb is not None and dev["type"] == "cpu":
+            result["labels"].append("budget-simulated")
+        if cfg.optim == "paged_adamw_8bit" and dev["type"] == "cpu":
+            result["labels"].append("paging-off-on-cpu")       # bitsandbytes falls back to non-paged on a CPU
+        tokenizer = tokenizer_for(src)
+        stream = data.batches(tokenizer, data.course_texts(), cfg.seq_len, cfg.micro_batch,
+                              cfg.pad_to_seq_len, seed=cfg.seed)
+        optimizer = make_optimizer(model, cfg)
+        scheduler = make_scheduler(optimizer, steps)
+        scaler = torch.amp.GradScaler(torch.device(device).type) if precision == "fp16" else None
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        measure.reset_cuda_peak(device)
+        m["cuda_context_bytes"] = measure.cuda_context_bytes(device)
+        resident = measure.resident_bytes(model)
+        _check_budget(cfg, resident["quantized_weights"] + resident["unquantized_weights"] + resident["lora"],
+                      "weights + adapters")
+
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=steps, desc="QLoRA steps", unit="step", leave=False)
+        losses, times, peaks = [], [], []
+        for step in range(steps):
+            micro_batches = [{k: v.to(device) for k, v in next(stream).items()} for _ in range(cfg.grad_accum)]
+            n_items = sum(label_tokens(b) for b in micro_batches)      # normaliser for the whole cycle
+            measure.reset_cuda_peak(device)
+            step_loss = 0.0
+            with measure.timed(device, times):
+                for micro, batch in enumerate(micro_batches):
+                    first = step == 0 and micro == 0               # hooks on this one forward only
+                    if first:
+                        m["batch_has_padding"] = bool((batch["attention_mask"] == 0).any())
+                    loss, saved = forward_backward(model, batch, n_items, device, precision, scaler, meter=first,
+                                                   budget_check=lambda b: _check_budget(
+                                                       cfg, sum(resident.values()) + b, "resident + saved activations"))
+                    if first:
+                        m["saved_activation_bytes"] = saved
+                    step_loss += loss
+                if scaler:
+                    scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(trainable, 1.0)         # as Trainer's max_grad_norm=1.0
+                if step == 0:
+                    grads = measure.resident_bytes(model)["gradients"]
+                (scaler.step(optimizer) if scaler else optimizer.step())
+                if scaler:
+                    scaler.update()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            losses.append(step_loss)
+            peaks.append(measure.cuda_peaks(device)["peak_allocated_bytes"])
+            if step == 0:
+                resident = measure.resident_bytes(model, optimizer)
+                resident["gradients"] = grads
+                m["resident"] = resident
+                _check_budget(cfg, sum(resident.values()) + (m["saved_activation_bytes"] or 0),
+                              "resident + gradients + optimizer + saved activations")
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{step_loss:.3f}")
+            if on_step is not None:
+                on_step(step, steps)
+        timed_steps = times[warmup:]
+        m["step_times_s"] = times
+        m["step_time_s"] = statistics.median(timed_steps)
+        m["tokens_per_s"] = cfg.micro_batch * cfg.seq_len * cfg.grad_accum / m["step_time_s"]
+        m["loss"] = losses
+        if dev["type"] == "cuda":
+            m["peak_allocated_per_step"] = peaks
+            m.update(measure.cuda_peaks(device))
+            m["peak_allocated_bytes"] = max(peaks)
+    except torch.OutOfMemoryError as e:
+        result["status"], result["error"] = "oom", str(e).splitlines()[0]
+    except SimulatedOOM as e:
+        result["status"], result["error"] = "oom", str(e)
+        result["labels"].append("simulated-oom")
+    except ValueError:
+        raise
+    except Exception as e:  # noqa: BLE001 — a failed run is a result, not a dead kernel
+        result["status"] = "error"
+        result["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+        result["traceback"] = traceback.format_exc(limit=4)
+    finally:
+        if bar is not None:
+            bar.close()
+        del model, optimizer, scheduler, scaler
+        free_memory()
+    return result

@@ -1,0 +1,163 @@
+"""Sweeps: run a grid of configs one after another, saving each record the moment it finishes.
+
+The results file is JSON Lines, one record per line, appended and fsync'ed after every run, so a crash, a Colab
+disconnect or Ctrl-C loses at most the run in flight. Run the same sweep again and the finished configs are read
+back instead of rerun (resume). A line cut short by a kill mid-write is dropped with a warning.
+
+    configs = grid(RunConfig(model="tiny"), {"gradient_checkpointing": [True, False], "micro_batch": [1, 2, 4]})
+    records = run_sweep(configs, "runs/sweep.jsonl")       # 2 × 3 = 6 runs
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+import warnings
+
+from labkit.config import RunConfig
+
+# statuses that count as a finished result on resume; an "error" run is tried again
+FINISHED = ("ok", "oom")
+
+
+def grid(base: RunConfig, axes: dict) -> list[RunConfig]:
+    """Every combination of the axis values, applied to `base` (the first axis varies slowest).
+    A bad field name or value raises ValueError naming it; duplicate combinations are dropped."""
+    fields = set(base.to_dict())
+    for name, values in axes.items():
+        if name not in fields:
+            raise ValueError(f"unknown sweep axis {name!r}; RunConfig fields are {', '.join(sorted(fields))}")
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+            raise ValueError(f"sweep axis {name!r} needs a list of values, got {values!r}")
+        if not list(values):
+            raise ValueError(f"sweep axis {name!r} has no values")
+        for v in values:   # check each value alone first, so the message names it
+            try:
+                base.replace(**{name: v})
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"sweep value {name}={v!r}: {e}") from None
+    configs, seen = [], set()
+    names = list(axes)
+    for combo in itertools.product(*(list(axes[n]) for n in names)):
+        changes = dict(zip(names, combo))
+        try:
+            cfg = base.replace(**changes)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"sweep combination {changes}: {e}") from None
+        if cfg.key() not in seen:
+            seen.add(cfg.key())
+            configs.append(cfg)
+    return configs
+
+
+def record_key(record: dict) -> str:
+    """The RunConfig key of a record's config (the same string `RunConfig.key()` gives)."""
+    try:
+        return RunConfig.from_dict(record["config"]).key()
+    except (ValueError, TypeError):   # a config written by another version of the kit: compare as stored
+        return json.dumps(record["config"], sort_keys=True)
+
+
+def _read(path, repair: bool = False) -> list[dict]:
+    """Records in a JSON Lines file. A last line without its newline is a run killed mid-write: it is dropped with
+    a warning (and, with repair=True, cut from the file so the next append starts on a clean line)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    complete, _, tail = data.rpartition(b"\n")
+    if not data.endswith(b"\n") and tail.strip():
+        try:   # killed between the record and its newline: the record itself is whole
+            json.loads(tail)
+            complete, tail = data, b""
+            if repair:
+                with open(path, "ab") as f:
+                    f.write(b"\n")
+        except ValueError:
+            warnings.warn(f"{path}: ignoring a truncated last line ({len(tail)} bytes, a run killed mid-write)",
+                          stacklevel=3)
+            if repair:
+                os.truncate(path, len(complete) + 1 if complete else 0)
+    records = []
+    for n, line in enumerate(complete.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            warnings.warn(f"{path}: ignoring unreadable line {n}", stacklevel=3)
+    return records
+
+
+def load_records(path) -> list[dict]:
+    """All records in a sweep file, in the order they were written (a truncated last line is skipped)."""
+    return _read(path)
+
+
+def _append(path, record: dict) -> None:
+    line = json.dumps(record, default=lambda o: o.item() if hasattr(o, "item") else str(o)) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)       # one write per record: a kill leaves at most one partial line
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _failed_record(cfg: RunConfig, error: Exception) -> dict:
+    """A runner that raised still leaves a line, so the sweep file shows every config that was tried."""
+    return {"config": cfg.to_dict(), "resolved": None, "model_source": None, "labels": [], "theory": {},
+            "measured": {}, "status": "error", "error": f"{type(error).__name__}: {error}", "device": None}
+
+
+def run_sweep(configs, out_path, steps: int = 3, warmup: int = 1, resume: bool = True, progress: bool = True,
+              runner=None) -> list[dict]:
+    """Run `configs` one after another with `runner(config, steps=, warmup=)` (default labkit.experiment.run),
+    appending each record to `out_path` as it finishes. With resume, configs that already have an "ok" or "oom"
+    line are read back, not rerun. Returns one record per config, in the order of `configs`."""
+    configs = list(configs)
+    if runner is None:
+        from labkit.experiment import run as runner
+    parent = os.path.dirname(os.fspath(out_path))
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+
+    done = {}
+    if resume and os.path.exists(out_path):
+        for rec in _read(out_path, repair=True):   # later lines win
+            if rec.get("status") in FINISHED:
+                done[record_key(rec)] = rec
+    elif os.path.exists(out_path):
+        _read(out_path, repair=True)                # still cut a partial line before appending after it
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        from labkit.charts import sweep_labels
+        labels = sweep_labels([{"config": c.to_dict()} for c in configs])
+        bar = tqdm(total=len(configs), desc="sweep", unit="run", file=sys.stderr)
+
+    records = []
+    try:
+        for i, cfg in enumerate(configs):
+            key = cfg.key()
+            if bar:
+                bar.set_postfix_str(labels[i] + (" (saved)" if key in done else ""))
+            if key in done:
+                records.append(done[key])
+            else:
+                try:
+                    record = runner(cfg, steps=steps, warmup=warmup)
+                except Exception as e:  # noqa: BLE001 — one broken config must not end the sweep
+                    warnings.warn(f"run {i + 1}/{len(configs)} failed: {type(e).__name__}: {e}", stacklevel=2)
+                    record = _failed_record(cfg, e)
+                _append(out_path, record)
+                done[key] = record
+                records.append(record)
+            if bar:
+                bar.update(1)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {len(records)} of {len(configs)} runs are saved in {out_path}; "
+              "run the same sweep again to resume", file=sys.stderr)
+        raise
+    finally:
+        if bar:
+            bar.close()
+    return records

@@ -1,0 +1,129 @@
+"""The same run through HF `Trainer`: what learners use after the course.
+
+`training_arguments(cfg, …)` turns a RunConfig into `TrainingArguments` (the course recipe, brief §6), and
+`MeasureCallback` records what labkit's own runner records: step time (CUDA-synchronised), CUDA peaks per step,
+loss per optimizer step. Argument names moved between transformers 4.x (Colab) and 5.x (here): `warmup_ratio`
+became a float `warmup_steps`, `gradient_checkpointing` became `activation_checkpointing`; the builder picks
+whichever the installed version has.
+"""
+from __future__ import annotations
+
+import statistics
+import tempfile
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from labkit import data, measure
+from labkit.config import RunConfig, resolve_precision
+from labkit.models import load_model, tokenizer_for
+from labkit.runner import device_summary, free_memory, pick_device
+
+OPTIM_NAMES = {"adamw": "adamw_torch", "paged_adamw_8bit": "paged_adamw_8bit"}
+
+
+def _supported(name: str) -> bool:
+    return name in TrainingArguments.__dataclass_fields__
+
+
+def training_arguments(cfg: RunConfig, output_dir: str, max_steps: int, precision: str, device_type: str,
+                       **overrides) -> TrainingArguments:
+    """TrainingArguments for this config. `precision` is resolved (fp32/fp16/bf16)."""
+    kw = dict(
+        output_dir=output_dir,
+        per_device_train_batch_size=cfg.micro_batch,           # micro-batch, never a raw batch size (rule 1)
+        per_device_eval_batch_size=cfg.eval_micro_batch or cfg.micro_batch,   # eval = micro-batch (rule 2)
+        gradient_accumulation_steps=cfg.grad_accum,            # 2 micro × 16 accum × 1 GPU = 32 a step
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="linear",
+        optim=OPTIM_NAMES[cfg.optim],
+        fp16=precision == "fp16", bf16=precision == "bf16",
+        max_steps=max_steps,
+        max_grad_norm=1.0,
+        weight_decay=0.0,
+        logging_steps=1,
+        save_strategy="no",                 # a real run saves often: save_strategy="steps", save_steps=…
+        report_to="none",
+        seed=cfg.seed,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        disable_tqdm=True,
+        use_cpu=device_type == "cpu",
+    )
+    if _supported("warmup_ratio"):
+        kw["warmup_ratio"] = 0.03
+    else:
+        kw["warmup_steps"] = 0.03                              # a float < 1 is a ratio in transformers 5
+    # The model arrives from labkit.models.load_model with checkpointing already on (or off) as the config says;
+    # telling Trainer the same keeps it from changing anything.
+    kw["activation_checkpointing" if _supported("activation_checkpointing") else "gradient_checkpointing"] = \
+        cfg.gradient_checkpointing
+    kw.update(overrides)
+    return TrainingArguments(**kw)
+
+
+class MeasureCallback(TrainerCallback):
+    """Step times (synchronised), CUDA peak allocated/reserved per optimizer step, loss per optimizer step."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.step_times: list[float] = []
+        self.peaks: list[dict] = []
+        self.losses: list[float] = []
+        self._timer: list[float] = []
+        self._ctx = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        measure.reset_cuda_peak(self.device)
+        self._ctx = measure.timed(self.device, self.step_times)
+        self._ctx.__enter__()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._ctx.__exit__(None, None, None)
+        self.peaks.append(measure.cuda_peaks(self.device))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.losses.append(float(logs["loss"]))
+
+
+def train_dataset(tokenizer, cfg: RunConfig, n_rows: int) -> list[dict]:
+    """n_rows padded examples (constant length), as plain dicts of 1-D tensors for the default collator."""
+    stream = data.batches(tokenizer, data.course_texts(), cfg.seq_len, 1, cfg.pad_to_seq_len, cfg.seed)
+    return [{k: v[0] for k, v in next(stream).items()} for _ in range(n_rows)]
+
+
+def train_with_trainer(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = None,
+                       weights: str = "auto", output_dir: str | None = None) -> dict:
+    """Run `steps` optimizer steps through HF Trainer and measure them like `runner.measure_run`."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1 or not 0 <= warmup < steps:
+        raise ValueError(f"need steps ≥ 1 and 0 ≤ warmup < steps, got steps={steps!r}, warmup={warmup!r}")
+    device = pick_device(device)
+    dev = device_summary(device)
+    precision = resolve_precision(cfg.precision, dev["type"], tuple(dev["capability"]) if dev["capability"] else None)
+    model, src = load_model(cfg, precision, device, weights)
+    tokenizer = tokenizer_for(src)
+    rows = train_dataset(tokenizer, cfg, steps * cfg.grad_accum * cfg.micro_batch)
+    callback = MeasureCallback(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        args = training_arguments(cfg, output_dir or tmp, steps, precision, dev["type"])
+        trainer = Trainer(model=model, args=args, train_dataset=rows, callbacks=[callback])
+        try:
+            trainer.train()
+        finally:
+            del trainer, model
+            free_memory()
+    times = callback.step_times
+    median = statistics.median(times[warmup:])
+    result = {
+        "resolved": {"precision": precision, "device": device}, "device": dev, "model_source": src.kind,
+        "labels": ([] if dev["type"] == "cuda" else ["cpu"]) + (["shape-only"] if src.kind == "shape-only" else []),
+        "measured": {"step_time_s": median, "step_times_s": times, "loss": callback.losses,
+                     "tokens_per_s": cfg.micro_batch * cfg.seq_len * cfg.grad_accum / median,
+                     "peak_allocated_bytes": None, "peak_reserved_bytes": None},
+        "status": "ok", "error": None,
+    }
+    if dev["type"] == "cuda" and torch.cuda.is_available():
+        result["measured"]["peak_allocated_bytes"] = max(p["peak_allocated_bytes"] for p in callback.peaks)
+        result["measured"]["peak_reserved_bytes"] = max(p["peak_reserved_bytes"] for p in callback.peaks)
+    return result

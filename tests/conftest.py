@@ -1,0 +1,29 @@
+"""Test session setup: offline, headless, quiet; tests marked `gpu` are skipped where CUDA is absent."""
+import os
+import warnings
+
+# Before anything imports huggingface_hub, transformers or matplotlib: these read the environment at import time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import pytest  # noqa: E402
+
+# Known noise that says nothing about the kit: bitsandbytes without a GPU, and jupyter's platformdirs notice.
+warnings.filterwarnings("ignore", message=r".*bitsandbytes was compiled without GPU support.*")
+warnings.filterwarnings("ignore", message=r".*Jupyter is migrating its paths.*")
+
+
+def pytest_collection_modifyitems(config, items):
+    gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu_items:
+        return
+    import torch
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA; this machine has no GPU")
+    for item in gpu_items:
+        item.add_marker(skip)

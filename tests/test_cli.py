@@ -1,0 +1,133 @@
+"""The command line: doctor, estimate, run and sweep, and bad input as one clean line with exit code 2."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from labkit import cli
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "LABKIT_OFFLINE": "1", "MPLBACKEND": "Agg",
+       "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def labkit(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "labkit", *args], cwd=REPO, env=ENV, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_doctor():
+    p = labkit("doctor")
+    assert p.returncode == 0 and "recommended precision" in p.stdout
+    p = labkit("doctor", "--json")
+    facts = json.loads(p.stdout)
+    assert p.returncode == 0
+    assert {"type", "name", "capability", "total_memory", "free_memory", "native_bf16", "torch_says_bf16_supported",
+            "recommended_precision", "versions", "in_colab", "hub_reachable", "expandable_segments"} <= set(facts)
+    assert facts["hub_reachable"] is False and "offline mode" in facts["hub_reason"]
+
+
+def test_estimate_llama_1b_json():
+    p = labkit("estimate", "--model", "llama-3.2-1b", "--seq-len", "512", "--micro-batch", "2", "--json")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.strip().splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert {"config", "resolved", "labels", "theory", "measured", "status", "device"} <= set(record)
+    assert record["config"]["model"] == "llama-3.2-1b" and record["config"]["seq_len"] == 512
+    assert {"weights", "lora", "gradients", "optimizer", "activations", "logits", "peak",
+            "simple_rule_activations", "step_flops"} <= set(record["theory"])
+    assert record["theory"]["trainable_params"] == 3_407_872        # r=16 on q,k,v,o (course brief, lesson 6)
+    assert all(v is None for v in record["measured"].values())     # theory only: nothing measured
+    assert "theory-only" in record["labels"]
+
+
+BAD = [
+    (["run", "--micro-batch", "0"], "micro_batch"),
+    (["run", "--grad-accum", "-1"], "grad_accum"),
+    (["estimate", "--model", "no-such-model"], "unknown model"),
+    (["estimate", "--model", "/nonexistent/config.json"], "unknown model"),
+    (["estimate", "--lora-targets", "q_proj,x_proj"], "x_proj"),
+    (["estimate", "--seq-len", "2.5"], "not an integer"),
+    (["run", "--steps", "many"], "not an integer"),
+    (["run", "--precision", "fp8"], "precision"),
+    (["run", "--checkpointing", "maybe"], "on or off"),
+    (["sweep", "--micro-batch", "1,0"], "micro_batch=0"),
+    (["estimate", "--micro-batch", "1,2"], "labkit sweep"),
+    (["frobnicate"], "invalid choice"),
+    (["estimate", "--no-such-flag"], "unrecognized arguments"),
+    ([], "choose a command"),
+]
+
+
+@pytest.mark.parametrize("args, words", BAD, ids=[" ".join(a) or "nothing" for a, _ in BAD])
+def test_bad_input_is_one_line(args, words):
+    p = labkit(*args)
+    assert p.returncode == 2
+    assert p.stderr.count("\n") == 1 and p.stderr.startswith("labkit: error: "), p.stderr
+    assert words in p.stderr and "Traceback" not in p.stderr
+    assert p.stdout == ""
+
+
+def test_unreadable_config_file(tmp_path, capsys):
+    bad = tmp_path / "config.json"
+    bad.write_text("{not json")
+    assert cli.main(["estimate", "--model", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("labkit: error: cannot read model config") and err.count("\n") == 1
+
+
+def test_bf16_refused_on_a_t4(monkeypatch, capsys):
+    import labkit.hardware
+    t4 = {"type": "cuda", "name": "Tesla T4", "capability": [7, 5]}
+    monkeypatch.setattr(labkit.hardware, "device_facts", lambda **kw: t4)
+    assert cli.main(["run", "--precision", "bf16"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("labkit: error: bf16 is not native") and err.count("\n") == 1
+
+
+def _fake_run(status):
+    def run(cfg, steps=3, warmup=1, **kw):
+        return {"config": cfg.to_dict(), "resolved": {"precision": "fp32", "device": "cpu"}, "labels": ["fake"],
+                "theory": {"activations": 100, "logits": 20, "step_flops": 1e9 * cfg.micro_batch},
+                "measured": {"saved_activation_bytes": None if status != "ok" else 118 * cfg.micro_batch,
+                             "step_time_s": None if status != "ok" else 0.5 * cfg.micro_batch},
+                "status": status, "error": None if status == "ok" else "handmade", "steps": steps}
+    return run
+
+
+@pytest.mark.parametrize("status, code", [("ok", 0), ("oom", 0), ("error", 1)])
+def test_run_exit_codes(monkeypatch, capsys, status, code):
+    import labkit.experiment
+    monkeypatch.setattr(labkit.experiment, "run", _fake_run(status))
+    assert cli.main(["run", "--json", "--steps", "2"]) == code          # an OOM is a result, not a failure
+    record = json.loads(capsys.readouterr().out)
+    assert record["status"] == status and record["steps"] == 2
+
+
+def test_sweep_default_grid_and_plot(monkeypatch, tmp_path, capsys):
+    import labkit.experiment
+    monkeypatch.setattr(labkit.experiment, "run", _fake_run("ok"))
+    out, png = tmp_path / "demo.jsonl", tmp_path / "demo.png"
+    assert cli.main(["sweep", "--out", str(out), "--plot", str(png), "--seq-len", "64"]) == 0
+    table = capsys.readouterr().out
+    assert "gc off · mb 4 · fp32" in table and table.count(" ok ") == 6      # 2 × 3 demo grid
+    assert len(out.read_text().splitlines()) == 6 and png.read_bytes()[:4] == b"\x89PNG"
+    # comma lists become axes; --json prints one record per line
+    assert cli.main(["sweep", "--out", str(tmp_path / "b.jsonl"), "--micro-batch", "1,2",
+                     "--precision", "fp32,bf16", "--lora-targets", "q_proj,v_proj/q_proj", "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(records) == 8
+    assert {tuple(r["config"]["lora_targets"]) for r in records} == {("q_proj", "v_proj"), ("q_proj",)}
+
+
+def test_run_tiny_for_real():
+    p = labkit("run", "--model", "tiny", "--steps", "1", "--warmup", "0", "--seq-len", "64", "--micro-batch", "1",
+               "--grad-accum", "1", "--json", timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    record = json.loads(p.stdout)
+    assert record["status"] == "ok" and "cpu" in record["labels"]
+    assert record["measured"]["saved_activation_bytes"] > 0 and record["measured"]["step_time_s"] > 0
+    assert len(record["measured"]["loss"]) == 1

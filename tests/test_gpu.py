@@ -1,0 +1,43 @@
+"""GPU-only checks (marker `gpu`, skipped without CUDA): real CUDA peaks, a real OOM, fp16 with GradScaler,
+and the T4 profile (memory capped to 14.75 GiB)."""
+import pytest
+import torch
+
+from labkit.config import RunConfig
+from labkit.experiment import run
+
+pytestmark = pytest.mark.gpu
+
+
+def test_cuda_peaks_are_measured_and_cover_the_predicted_resident_state():
+    rec = run(RunConfig(seq_len=256, micro_batch=2, grad_accum=2), steps=2, device="cuda")
+    m, t = rec["measured"], rec["theory"]
+    assert rec["status"] == "ok"
+    assert m["peak_allocated_bytes"] > 0 and m["peak_reserved_bytes"] >= m["peak_allocated_bytes"]
+    resident = t["weights"] + t["lora"] + t["gradients"] + t["optimizer"]
+    assert m["peak_allocated_bytes"] > resident
+    assert abs(t["activations"] + t["logits"] - m["saved_activation_bytes"]) / m["saved_activation_bytes"] < 0.10
+
+
+def test_fp16_runs_with_a_grad_scaler():
+    rec = run(RunConfig(seq_len=128, precision="fp16"), steps=2, device="cuda")
+    assert rec["status"] == "ok" and rec["resolved"]["precision"] == "fp16"
+    assert all(v == v for v in rec["measured"]["loss"])         # no NaN
+
+
+def test_a_real_oom_is_a_result_and_the_next_run_works():
+    from labkit.hardware import t4_profile
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, 2 * 1024 ** 3 / total))
+    try:
+        rec = run(RunConfig(model="llama-3.2-1b", seq_len=4096, micro_batch=16, gradient_checkpointing=False,
+                            precision="fp16"), steps=1, warmup=0, device="cuda", weights="random")
+        assert rec["status"] == "oom"
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+    t4_profile()
+    try:
+        ok = run(RunConfig(seq_len=128), steps=1, warmup=0, device="cuda")
+        assert ok["status"] == "ok"
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)

@@ -1,0 +1,117 @@
+"""The doctor: facts on this machine, the bf16 trap on a (pretend) T4, offline mode, and the T4 memory cap."""
+import time
+import types
+
+import pytest
+import torch
+
+from labkit import hardware
+from labkit.hardware import T4_TOTAL_MEMORY, device_facts, format_doctor, t4_profile
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.setenv("LABKIT_OFFLINE", "1")
+
+
+def test_cpu_facts(offline):
+    f = device_facts("cpu")
+    assert f["type"] == "cpu" and f["capability"] is None
+    assert f["memory_kind"] == "host RAM" and f["total_memory"] > 0
+    assert f["recommended_precision"] == "fp32"
+    assert f["versions"]["torch"] == torch.__version__
+    assert set(f["versions"]) >= {"python", "torch", "transformers", "peft", "bitsandbytes", "accelerate"}
+    assert f["in_colab"] is False and f["t4"] is None
+    assert f["hub_reachable"] is False and "offline mode" in f["hub_reason"]
+    text = format_doctor(f)
+    assert "no GPU" in text and "host RAM" in text and "offline mode" in text
+
+
+def test_hf_offline_too(monkeypatch):
+    monkeypatch.delenv("LABKIT_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hardware.hub_status() == (False, "offline mode (HF_HUB_OFFLINE is set)")
+
+
+def test_hub_probe_cannot_hang(monkeypatch):
+    monkeypatch.delenv("LABKIT_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    import urllib.request
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: time.sleep(30))   # a DNS lookup that never ends
+    t0 = time.perf_counter()
+    ok, reason = hardware.hub_status(timeout=0.5)
+    assert (ok, reason) == (False, "no answer within 0.5 s")
+    assert time.perf_counter() - t0 < 1.5
+
+
+def test_hub_refusal_is_not_reachable(monkeypatch):
+    import urllib.error
+    import urllib.request
+    monkeypatch.delenv("LABKIT_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    def refuse(*a, **k):   # e.g. a proxy that answers 403 for every host
+        raise urllib.error.HTTPError(hardware.HUB_URL, 403, "Forbidden", {}, None)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    ok, reason = hardware.hub_status(timeout=0.5)
+    assert ok is False and "403" in reason
+
+
+@pytest.mark.parametrize("conf, expected", [("expandable_segments:True", True),
+                                            ("max_split_size_mb:128,expandable_segments:True", True),
+                                            ("expandable_segments:False", False), ("", False)])
+def test_expandable_segments(monkeypatch, offline, conf, expected):
+    monkeypatch.delenv("PYTORCH_ALLOC_CONF", raising=False)
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", conf)
+    assert device_facts("cpu")["expandable_segments"] is expected
+
+
+def _pretend_gpu(monkeypatch, name, major, minor, total, bf16_says):
+    """Make torch.cuda look like a GPU of this kind (the CI machine has none)."""
+    props = types.SimpleNamespace(name=name, major=major, minor=minor, total_memory=total, multi_processor_count=40)
+    set_calls = []
+    for attr, value in {
+        "is_available": lambda: True, "is_initialized": lambda: False, "current_device": lambda: 0,
+        "get_device_properties": lambda i: props, "mem_get_info": lambda i: (total - 2**28, total),
+        "is_bf16_supported": lambda: bf16_says,
+        "set_per_process_memory_fraction": lambda frac, i: set_calls.append((frac, i)),
+    }.items():
+        monkeypatch.setattr(torch.cuda, attr, value)
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    return set_calls
+
+
+def test_t4_bf16_trap(monkeypatch, offline):
+    _pretend_gpu(monkeypatch, "Tesla T4", 7, 5, T4_TOTAL_MEMORY, bf16_says=True)
+    f = device_facts()
+    assert f["type"] == "cuda" and f["capability"] == [7, 5]
+    assert f["native_bf16"] is False and f["torch_says_bf16_supported"] is True   # the trap, side by side
+    assert f["recommended_precision"] == "fp16"
+    assert f["total_memory"] == 15_835_660_288 and f["memory_kind"] == "GPU memory"
+    assert f["t4"] and "sm_75" in f["t4"]["architecture"]
+    text = format_doctor(f)
+    assert "native bf16: no" in text and "is_bf16_supported() says True" in text and "emulation" in text
+    assert "14.75 GiB total" in text and "Tesla T4 facts" in text
+
+
+def test_ampere_recommends_bf16(monkeypatch, offline):
+    _pretend_gpu(monkeypatch, "NVIDIA A100-SXM4-40GB", 8, 0, 40 * 2**30, bf16_says=True)
+    f = device_facts()
+    assert f["native_bf16"] is True and f["recommended_precision"] == "bf16" and f["t4"] is None
+
+
+def test_t4_profile_fraction(monkeypatch):
+    h100 = 85_520_809_984
+    calls = _pretend_gpu(monkeypatch, "NVIDIA H100 80GB HBM3", 9, 0, h100, bf16_says=True)
+    frac = t4_profile()
+    assert frac == pytest.approx(T4_TOTAL_MEMORY / h100) and calls == [(frac, 0)]
+    assert 0.18 < frac < 0.19
+    # a GPU no bigger than a T4 is not capped below itself
+    calls = _pretend_gpu(monkeypatch, "Tesla T4", 7, 5, T4_TOTAL_MEMORY, bf16_says=True)
+    assert t4_profile() == 1.0
+
+
+def test_t4_profile_refuses_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA"):
+        t4_profile()
