@@ -1,9 +1,10 @@
-"""Command line: `python -m labkit {doctor, estimate, run, sweep}` (console script `labkit`).
+"""Command line: `python -m labkit {doctor, estimate, run, sweep, search}` (console script `labkit`).
 
     labkit doctor                                   # what machine is this? (exit 0 always)
     labkit estimate --model llama-3.1-8b --seq-len 2048 --micro-batch 4      # theory only, instant
     labkit run --model tiny --steps 3 --no-checkpointing                      # real steps, measured + theory
     labkit sweep --micro-batch 1,2,4 --checkpointing on,off --plot runs/sweep.png
+    labkit search --seq-len 512 --memory-budget-gb 0.05                      # largest micro-batch that fits
 
 Bad input gives one line on stderr, "labkit: error: …", and exit code 2. A run that runs out of memory is a
 result (exit 0, status "oom"); a run that fails for another reason exits 1.
@@ -285,6 +286,25 @@ def cmd_sweep(args) -> int:
     return _exit_code(records)
 
 
+def cmd_search(args) -> int:
+    cfg = config_from_args(args)
+    check_configs([cfg])
+    if args.max < args.min:
+        raise UsageError(f"--max {args.max} is below --min {args.min}")
+    from labkit.batch_search import largest_micro_batch
+    out = largest_micro_batch(cfg, lo=args.min, hi=args.max, weights=args.weights)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"largest micro-batch that fits: {out['best']}   [{', '.join(out['labels']) or 'measured'}]")
+    for e in out["trail"]:
+        saved = human_bytes(e["saved_activation_bytes"]) if e["saved_activation_bytes"] is not None else "-"
+        peak = human_bytes(e["peak_allocated_bytes"]) if e["peak_allocated_bytes"] is not None else "-"
+        print(f"  micro-batch {e['micro_batch']:4d}  {e['status']:3s}  saved activations {saved:>10s}  "
+              f"peak allocated {peak:>10s}")
+    return 0
+
+
 def _count(name, minimum):
     def parse(text):
         try:
@@ -299,7 +319,7 @@ def _count(name, minimum):
 
 def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="QLoRA Memory Lab: measured memory and time beside the theory.")
-    sub = parser.add_subparsers(dest="command", metavar="{doctor,estimate,run,sweep}")
+    sub = parser.add_subparsers(dest="command", metavar="{doctor,estimate,run,sweep,search}")
 
     p = sub.add_parser("doctor", help="what machine is this: GPU, bf16, memory, versions, hub")
     p.add_argument("--json", action="store_true", help="print the facts as JSON")
@@ -323,6 +343,13 @@ def build_parser() -> Parser:
             p.add_argument("--plot", metavar="PNG", help="also write the sweep chart here")
             p.add_argument("--no-resume", action="store_true", help="rerun configs already in --out (appends)")
         p.set_defaults(func={"run": cmd_run, "sweep": cmd_sweep}[name])
+
+    p = sub.add_parser("search", help="largest micro-batch that fits: double, then bisect, surviving each OOM")
+    add_config_options(p, sweep=False)
+    p.add_argument("--min", type=_count("--min", 1), default=1, help="first micro-batch to try (default 1)")
+    p.add_argument("--max", type=_count("--max", 1), default=64, help="ceiling (default 64)")
+    p.add_argument("--weights", choices=("auto", "hub", "random"), default="auto")
+    p.set_defaults(func=cmd_search)
     return parser
 
 
@@ -335,7 +362,7 @@ def main(argv=None) -> int:
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
-            raise UsageError("choose a command: doctor, estimate, run or sweep (labkit -h for help)")
+            raise UsageError("choose a command: doctor, estimate, run, sweep or search (labkit -h for help)")
         return args.func(args)
     except (UsageError, ValueError) as e:
         print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)

@@ -131,3 +131,13 @@ def test_run_tiny_for_real():
     assert record["status"] == "ok" and "cpu" in record["labels"]
     assert record["measured"]["saved_activation_bytes"] > 0 and record["measured"]["step_time_s"] > 0
     assert len(record["measured"]["loss"]) == 1
+
+
+def test_search_largest_micro_batch_under_a_simulated_budget(capsys):
+    rc = cli.main(["search", "--seq-len", "64", "--memory-budget-gb", "0.012", "--max", "32", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert isinstance(out["best"], int) and 1 <= out["best"] < 32
+    assert "simulated-oom" in out["labels"]
+    assert cli.main(["search", "--min", "8", "--max", "4"]) == 2
+    assert "below --min" in capsys.readouterr().err
