@@ -194,7 +194,7 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             losses.append(step_loss)
-            peaks.append(measure.cuda_peaks(device)["peak_allocated_bytes"])
+            peaks.append(measure.cuda_peaks(device))                  # this step's peaks (reset per step)
             if step == 0:
                 resident = measure.resident_bytes(model, optimizer)
                 resident["gradients"] = grads
@@ -212,9 +212,9 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
         m["tokens_per_s"] = cfg.micro_batch * cfg.seq_len * cfg.grad_accum / m["step_time_s"]
         m["loss"] = losses
         if dev["type"] == "cuda":
-            m["peak_allocated_per_step"] = peaks
-            m.update(measure.cuda_peaks(device))
-            m["peak_allocated_bytes"] = max(peaks)
+            m["peak_allocated_per_step"] = [p["peak_allocated_bytes"] for p in peaks]
+            m["peak_allocated_bytes"] = max(p["peak_allocated_bytes"] for p in peaks)
+            m["peak_reserved_bytes"] = max(p["peak_reserved_bytes"] for p in peaks)
     except torch.OutOfMemoryError as e:
         result["status"], result["error"] = "oom", str(e).splitlines()[0]
     except SimulatedOOM as e:
