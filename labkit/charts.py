@@ -27,7 +27,7 @@ def pick_unit(largest_bytes) -> tuple[str, int]:
     return "KiB", KiB
 
 
-def _get(record, *path):
+def lookup(record, *path):
     """record["a"]["b"]... or None where any level is missing or None."""
     node = record
     for key in path:
@@ -44,7 +44,7 @@ def _sum_or_none(*values):
 
 def theory_saved(record):
     """What the theory says autograd keeps for backward: layer activations + logits."""
-    return _sum_or_none(_get(record, "theory", "activations"), _get(record, "theory", "logits"))
+    return _sum_or_none(lookup(record, "theory", "activations"), lookup(record, "theory", "logits"))
 
 
 def _status(record) -> str:
@@ -52,12 +52,12 @@ def _status(record) -> str:
 
 
 def _precision(record) -> str:
-    return _get(record, "resolved", "precision") or _get(record, "config", "precision") or "?"
+    return lookup(record, "resolved", "precision") or lookup(record, "config", "precision") or "?"
 
 
 # short names for the compact config labels ("gc on · mb 2 · fp32")
 def _short(field: str, record) -> str:
-    value = _get(record, "config", field)
+    value = lookup(record, "config", field)
     if field == "gradient_checkpointing":
         return f"gc {'on' if value else 'off'}"
     if field == "precision":
@@ -111,21 +111,21 @@ COMPONENTS = ["weights", "lora", "gradients", "optimizer", "saved activations", 
 
 def _component_values(record):
     """{component: (theory bytes, measured bytes)} — measured None where the run did not measure it."""
-    res = lambda k: _get(record, "measured", "resident", k)  # noqa: E731
-    th = lambda k: _get(record, "theory", k)  # noqa: E731
+    res = lambda k: lookup(record, "measured", "resident", k)  # noqa: E731
+    th = lambda k: lookup(record, "theory", k)  # noqa: E731
     return {
         "weights": (th("weights"), _sum_or_none(res("quantized_weights"), res("unquantized_weights"))),
         "lora": (th("lora"), res("lora")),
         "gradients": (th("gradients"), res("gradients")),
         "optimizer": (th("optimizer"), res("optimizer")),
-        "saved activations": (theory_saved(record), _get(record, "measured", "saved_activation_bytes")),
+        "saved activations": (theory_saved(record), lookup(record, "measured", "saved_activation_bytes")),
         "logits": (th("logits"), None),   # measured only as part of the saved activations
     }
 
 
 def _draw_components(ax, record):
     values = _component_values(record)
-    rule = _get(record, "theory", "simple_rule_activations")
+    rule = lookup(record, "theory", "simple_rule_activations")
     largest = max([v for pair in values.values() for v in pair if v is not None] + [rule or 0])
     unit, scale = pick_unit(largest)
     width = 0.3
@@ -146,7 +146,7 @@ def _draw_components(ax, record):
     for x, name in zip(xs, COMPONENTS):
         theory, measured = values[name]
         if name == "saved activations":   # theory stacks layer activations under the logits; the simple rule beside
-            acts, logits = _get(record, "theory", "activations"), _get(record, "theory", "logits")
+            acts, logits = lookup(record, "theory", "activations"), lookup(record, "theory", "logits")
             if acts is not None and logits is not None:
                 ax.bar(x - width, acts / scale, width, color=THEORY_COLOR, edgecolor="black", linewidth=0.5,
                        label=None if "theory" in legend_done else "theory")
@@ -229,7 +229,7 @@ def sweep_chart(records, path=None):
 
     # (a) saved activations: theory | measured (+ the error in % above the measured bar)
     theory = [theory_saved(r) for r in records]
-    measured = [_get(r, "measured", "saved_activation_bytes") if _status(r) == "ok" else None for r in records]
+    measured = [lookup(r, "measured", "saved_activation_bytes") if _status(r) == "ok" else None for r in records]
     unit, scale = pick_unit(max([v for v in theory + measured if v is not None] + [0]))
     for x, r, t, m in zip(xs, records, theory, measured):
         if t is not None:
@@ -252,9 +252,9 @@ def sweep_chart(records, path=None):
     ax_mem.set_title("(a) activation memory per config: measured vs theory" + _title_suffix(records), fontsize=9)
 
     # (b) step time relative to the baseline = the first run with a measured step time
-    times = [_get(r, "measured", "step_time_s") if _status(r) == "ok" else None for r in records]
+    times = [lookup(r, "measured", "step_time_s") if _status(r) == "ok" else None for r in records]
     base_i = next((i for i, t in enumerate(times) if t), None)
-    flops = [_get(r, "theory", "step_flops") for r in records]
+    flops = [lookup(r, "theory", "step_flops") for r in records]
     if base_i is not None:
         base_flops = flops[base_i]
         ax_time.axhline(1.0, color="black", linewidth=0.6)
@@ -316,7 +316,7 @@ def describe_changes(prev, cur) -> str:
         else:
             name = _NAMES.get(field, field)
             parts.append(f"{name} {_show(field, a.get(field), prev)} → {_show(field, b.get(field), cur)}")
-    da, db = _get(prev, "resolved", "device"), _get(cur, "resolved", "device")
+    da, db = lookup(prev, "resolved", "device"), lookup(cur, "resolved", "device")
     if da and db and da != db:
         parts.append(f"device {da} → {db}")
     return ", ".join(parts) or "same config"
@@ -343,12 +343,12 @@ def delta_text(prev, cur) -> str:
     both_ok = _status(prev) == "ok" and _status(cur) == "ok"
     metrics = [  # (name, measured key, theory value getter, show only when both measured)
         ("saved activations", "saved_activation_bytes", theory_saved, False),
-        ("peak allocated", "peak_allocated_bytes", lambda r: _get(r, "theory", "peak"), True),
-        ("step time", "step_time_s", lambda r: _get(r, "theory", "step_flops"), False),
+        ("peak allocated", "peak_allocated_bytes", lambda r: lookup(r, "theory", "peak"), True),
+        ("step time", "step_time_s", lambda r: lookup(r, "theory", "step_flops"), False),
     ]
     parts = []
     for name, key, theory_of, needs_both in metrics:
-        measured = _pct(_get(cur, "measured", key), _get(prev, "measured", key)) if both_ok else None
+        measured = _pct(lookup(cur, "measured", key), lookup(prev, "measured", key)) if both_ok else None
         theory = _pct(theory_of(cur), theory_of(prev))
         if measured is None and (needs_both or theory is None):
             continue

@@ -5,6 +5,7 @@
     labkit run --model tiny --steps 3 --no-checkpointing                      # real steps, measured + theory
     labkit sweep --micro-batch 1,2,4 --checkpointing on,off --plot runs/sweep.png
     labkit search --seq-len 512 --memory-budget-gb 0.05                      # largest micro-batch that fits
+    labkit exercises [--check]                      # regenerate exercises/ from solutions/
 
 Bad input gives one line on stderr, "labkit: error: …", and exit code 2. A run that runs out of memory is a
 result (exit 0, status "oom"); a run that fails for another reason exits 1.
@@ -305,6 +306,11 @@ def cmd_search(args) -> int:
     return 0
 
 
+def cmd_exercises(args) -> int:
+    from labkit.build_exercises import main as build_main
+    return build_main([args.src, args.dst] + (["--check"] if args.check else []))
+
+
 def _count(name, minimum):
     def parse(text):
         try:
@@ -319,7 +325,7 @@ def _count(name, minimum):
 
 def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="QLoRA Memory Lab: measured memory and time beside the theory.")
-    sub = parser.add_subparsers(dest="command", metavar="{doctor,estimate,run,sweep,search}")
+    sub = parser.add_subparsers(dest="command", metavar="{doctor,estimate,run,sweep,search,exercises}")
 
     p = sub.add_parser("doctor", help="what machine is this: GPU, bf16, memory, versions, hub")
     p.add_argument("--json", action="store_true", help="print the facts as JSON")
@@ -350,6 +356,12 @@ def build_parser() -> Parser:
     p.add_argument("--max", type=_count("--max", 1), default=64, help="ceiling (default 64)")
     p.add_argument("--weights", choices=("auto", "hub", "random"), default="auto")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("exercises", help="generate exercises/ from solutions/ (stubs replace the solutions)")
+    p.add_argument("src", nargs="?", default="solutions", help="solution notebooks (default solutions)")
+    p.add_argument("dst", nargs="?", default="exercises", help="where the exercises go (default exercises)")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if the exercises are out of date")
+    p.set_defaults(func=cmd_exercises)
     return parser
 
 

@@ -141,3 +141,10 @@ def test_search_largest_micro_batch_under_a_simulated_budget(capsys):
     assert "simulated-oom" in out["labels"]
     assert cli.main(["search", "--min", "8", "--max", "4"]) == 2
     assert "below --min" in capsys.readouterr().err
+
+
+def test_exercises_command_checks_the_generated_notebooks(tmp_path, capsys):
+    assert cli.main(["exercises", "--check", os.path.join(REPO, "solutions"), os.path.join(REPO, "exercises")]) == 0
+    assert cli.main(["exercises", os.path.join(REPO, "solutions"), str(tmp_path / "ex")]) == 0
+    assert sorted(p.name for p in (tmp_path / "ex").glob("*.ipynb")) == \
+        sorted(p for p in os.listdir(os.path.join(REPO, "solutions")) if p.endswith(".ipynb"))

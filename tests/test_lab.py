@@ -1,0 +1,367 @@
+"""The lab panel, driven the way a learner drives it: set controls, press buttons, read history and messages.
+
+Most tests use a stand-in runner (the theory's numbers dressed as a measurement) so they are fast and exact; the
+tests marked "real engine" run real QLoRA steps of the tiny model on the CPU through the very same button.
+"""
+import csv
+import io
+
+import ipywidgets as W
+import pytest
+import torch
+
+from labkit import experiment, lessons
+from labkit import lab as lab_module
+from labkit.config import RunConfig
+from labkit.lab import CSV_COLUMNS, Lab, as_reference, load_reference, matches, precision_choices, reference_sets
+
+CPU_ONLY = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU layout of the lab")
+
+
+class FakeRunner:
+    """Acts like experiment.run: calls on_step, returns a record whose 'measured' equals the theory.
+    Records what the lab looked like while it ran."""
+
+    def __init__(self, lab_getter=None, status="ok", labels=("cpu", "stand-in")):
+        self.lab_getter = lab_getter
+        self.status = status
+        self.labels = list(labels)
+        self.calls = []
+        self.seen_busy = []
+
+    def __call__(self, cfg, steps, warmup, device, weights, on_step):
+        lab = self.lab_getter() if self.lab_getter else None
+        if lab is not None:
+            self.seen_busy.append((lab.run_button.disabled, lab.run_button.description,
+                                   all(w.disabled for w in lab.controls.values()), lab.progress.description))
+        for i in range(steps):
+            on_step(i, steps)
+        self.calls.append(cfg)
+        rec = experiment.estimate(cfg, device="cpu")
+        th = rec["theory"]
+        rec["labels"] = list(self.labels)
+        rec["status"] = self.status
+        if self.status == "ok":
+            rec["measured"] = {
+                "saved_activation_bytes": th["activations"] + th["logits"], "peak_allocated_bytes": None,
+                "peak_reserved_bytes": None, "step_time_s": th["step_flops"] / 1e10, "tokens_per_s": 1000.0,
+                "loss": [6.0] * steps,
+                "resident": {"quantized_weights": th["quantized_weights"], "unquantized_weights":
+                             th["unquantized_weights"], "lora": th["lora"], "gradients": th["gradients"],
+                             "optimizer": th["optimizer"]}}
+        else:
+            rec["error"] = "simulated OOM: resident + saved activations = 0.053 GiB measured > budget 0.02 GiB"
+            rec["labels"].append("simulated-oom")
+        return rec
+
+
+def make_lab(**kw):
+    holder = {}
+    runner = kw.pop("runner", None) or FakeRunner(lambda: holder["lab"])
+    lab = Lab(model="tiny", device="cpu", steps=3, runner=runner, **kw)
+    holder["lab"] = lab
+    return lab, runner
+
+
+# ---- layout and controls -----------------------------------------------------------------------------------------
+def test_lab_is_a_vbox_with_every_control():
+    lab, _ = make_lab()
+    assert isinstance(lab, W.VBox)
+    for name in ("gradient_checkpointing", "precision", "micro_batch", "grad_accum", "seq_len", "lora_r", "num_gpus"):
+        assert name in lab.controls
+    assert isinstance(lab.run_button, W.Button) and lab.run_button.description == "Run"
+    assert lab.history == [] and "no runs yet" in lab.history_html.value
+
+
+def test_effective_batch_readout_follows_the_sliders():
+    lab, _ = make_lab()
+    assert "2 micro × 4 accum × 1 GPU = 8" in lab.readout.value
+    lab.controls["micro_batch"].value = 4
+    assert "4 micro × 4 accum × 1 GPU = 16" in lab.readout.value
+    lab.set(grad_accum=8, num_gpus=2)
+    assert "4 micro × 8 accum × 2 GPUs = 64" in lab.readout.value
+
+
+def test_precision_offers_only_native_formats_and_says_why():
+    t4, t4_notes = precision_choices("cuda", (7, 5))
+    assert [v for _, v in t4] == ["auto", "fp16", "fp32"]
+    assert ("auto (fp16)", "auto") in t4
+    assert any("7.5 < 8.0" in n and "is_bf16_supported" in n for n in t4_notes)
+    a100, a100_notes = precision_choices("cuda", (8, 0))
+    assert "bf16" in [v for _, v in a100] and a100_notes == []
+    cpu, cpu_notes = precision_choices("cpu", None)
+    assert [v for _, v in cpu] == ["auto", "fp32", "bf16"]
+    assert any("fp16 is not offered" in n for n in cpu_notes)
+
+
+@CPU_ONLY
+def test_values_not_offered_are_refused_in_words():
+    lab, runner = make_lab()
+    with pytest.raises(ValueError, match="not offered"):
+        lab.set(precision="fp16")
+    with pytest.raises(ValueError, match="no control"):
+        lab.set(batch_size=32)
+    assert lab.run(precision="fp16") is None
+    assert "settings rejected" in lab.messages[-1]
+    assert runner.calls == [] and lab.history == []
+
+
+@CPU_ONLY
+def test_cpu_lab_says_it_is_on_the_cpu_and_offers_a_budget():
+    lab, _ = make_lab()
+    assert "No GPU" in lab.banner.value and "tiny" in lab.banner.value
+    assert "memory_budget_gb" in lab.controls
+    lab.set(memory_budget_gb=0.5)
+    assert lab.config().memory_budget_gb == 0.5
+    lab.set(memory_budget_gb=None)
+    assert lab.config().memory_budget_gb is None
+
+
+# ---- pressing Run ------------------------------------------------------------------------------------------------
+def test_click_runs_shows_busy_state_then_results():
+    lab, runner = make_lab()
+    lab.run_button.click()
+    assert runner.seen_busy == [(True, "Running…", True, "loading…")]     # disabled while running
+    assert not lab.run_button.disabled and lab.run_button.description == "Run"
+    assert not any(w.disabled for w in lab.controls.values())
+    assert (lab.progress.value, lab.progress.max, lab.progress.description) == (3, 3, "done")
+    assert len(lab.history) == 1 and lab.history[0]["lab"]["source"] == "run"
+    assert lab.messages[-1].startswith("run 1 done")
+    assert lab.last_delta.startswith("first run")
+    png = lab.chart_out.outputs[0]["data"]["image/png"]
+    assert isinstance(png, str) and len(png) > 1000
+    html = lab.result_html.value
+    assert "theory" in html and "measured" in html and "b·s·h·L·2" in html and "step time" in html
+
+
+def test_the_run_uses_the_controls():
+    lab, runner = make_lab()
+    lab.set(gradient_checkpointing=False, micro_batch=3, grad_accum=2, seq_len=256, lora_r=8, precision="fp32")
+    lab.run_button.click()
+    cfg = runner.calls[-1]
+    assert (cfg.gradient_checkpointing, cfg.micro_batch, cfg.grad_accum, cfg.seq_len, cfg.lora_r, cfg.precision) == \
+        (False, 3, 2, 256, 8, "fp32")
+    assert cfg.model == "tiny"
+
+
+def test_delta_line_compares_with_the_previous_run():
+    lab, _ = make_lab()
+    lab.run()
+    lab.run(gradient_checkpointing=False)
+    assert lab.last_delta.startswith("checkpointing off: saved activations +")
+    assert "(theory +" in lab.last_delta and "step time" in lab.last_delta
+    assert lab.last_delta in lab.delta_html.value.replace("&#x27;", "'")
+    lab.run(micro_batch=4)
+    assert lab.last_delta.startswith("micro-batch 2 → 4")
+    assert lab.history_html.value.count("<tr>") == 4                   # header + 3 runs
+
+
+@pytest.mark.parametrize("exc, expected", [(RuntimeError("boom"), "failed outside the measured steps"),
+                                           (ValueError("bf16 is not native"), "settings rejected"),
+                                           (KeyboardInterrupt(), "interrupted")])
+def test_errors_become_messages_and_the_button_comes_back(exc, expected):
+    def broken(*args, **kwargs):
+        raise exc
+
+    lab, _ = make_lab(runner=broken)
+    assert lab.run() is None                         # no exception escapes
+    assert expected in lab.messages[-1]
+    assert not lab.run_button.disabled and lab.progress.description == "failed"
+    assert lab.history == []
+
+
+def test_oom_is_a_message_and_the_next_run_works():
+    holder = {}
+    oom = FakeRunner(lambda: holder["lab"], status="oom")
+    lab = Lab(model="tiny", device="cpu", steps=2, runner=oom)
+    holder["lab"] = lab
+    rec = lab.run(micro_batch=16)
+    assert rec["status"] == "oom"
+    assert "out of memory (simulated" in lab.messages[-1] and "micro-batch first" in lab.messages[-1]
+    assert lab.progress.description == "OOM" and not lab.run_button.disabled
+    lab._runner = FakeRunner(lambda: holder["lab"])
+    assert lab.run(micro_batch=1)["status"] == "ok"
+    assert [h["status"] for h in lab.history] == ["oom", "ok"]
+
+
+def test_rule_warnings_are_shown_as_advice():
+    lab, _ = make_lab(base=RunConfig(model="tiny", seq_len=128, eval_micro_batch=8))
+    lab.run()
+    assert any(m.startswith("advice:") and "Axolotl rule 2" in m for m in lab.messages)
+
+
+def test_a_second_run_is_refused_while_busy():
+    lab, runner = make_lab()
+    lab.busy = True
+    assert lab.run() is None and "already in progress" in lab.messages[-1]
+    assert runner.calls == []
+
+
+# ---- history export -----------------------------------------------------------------------------------------------
+def test_history_exports_to_csv(tmp_path):
+    lab, _ = make_lab()
+    lab.run()
+    lab.run(gradient_checkpointing=False)
+    path = tmp_path / "history.csv"
+    text = lab.to_csv(path)
+    assert path.read_text() == text
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert list(rows[0]) == CSV_COLUMNS
+    assert [r["gradient_checkpointing"] for r in rows] == ["True", "False"]
+    assert rows[0]["effective_batch"] == "8" and rows[0]["status"] == "ok"
+    assert int(rows[1]["saved_activations_measured_bytes"]) > int(rows[0]["saved_activations_measured_bytes"])
+
+
+def test_export_button_writes_the_file(tmp_path):
+    lab, _ = make_lab()
+    lab.run()
+    lab.export_path.value = str(tmp_path / "out.csv")
+    lab.export_button.click()
+    assert (tmp_path / "out.csv").exists()
+    assert lab.messages[-1].startswith("saved 1 run(s)")
+    lab.export_path.value = str(tmp_path / "no" / "such" / "dir.csv")
+    lab.export_button.click()
+    assert lab.messages[-1].startswith("could not write")
+
+
+# ---- reference results --------------------------------------------------------------------------------------------
+def test_reference_sets_load_labelled():
+    assert "cpu-tiny" in reference_sets()
+    records = load_reference("cpu-tiny")
+    assert records and all("reference" in r["labels"] for r in records)
+    assert all(r["provenance"].startswith("reference · measured on ") for r in records)
+    assert all(r["status"] == "ok" and r["measured"]["saved_activation_bytes"] for r in records)
+    with pytest.raises(ValueError, match="unknown reference set"):
+        load_reference("no-such-set")
+
+
+@CPU_ONLY
+def test_replay_picks_the_matching_reference_and_labels_it():
+    lab, runner = make_lab(reference="cpu-tiny")
+    got = lab.replay()
+    assert len(got) == 1 and runner.calls == []                      # nothing ran
+    entry = lab.history[-1]
+    assert entry["lab"]["source"] == "reference" and "reference" in entry["labels"]
+    assert entry["config"]["micro_batch"] == 2 and entry["config"]["gradient_checkpointing"] is True
+    assert "reference · measured on CPU" in lab.messages[-1]
+    assert "reference · measured on CPU" in lab.result_html.value
+    assert lab.history_rows()[-1]["provenance"].startswith("reference · measured on CPU")
+    lab.set(gradient_checkpointing=False)
+    lab.replay()
+    assert lab.last_delta.startswith("checkpointing off")              # compared with the previous replay
+
+
+@CPU_ONLY
+def test_replay_without_a_match_says_what_was_recorded():
+    lab, _ = make_lab(reference="cpu-tiny")
+    lab.set(lora_r=64)
+    assert lab.replay() == []
+    assert "no run in reference set 'cpu-tiny'" in lab.messages[-1] and "r 16" in lab.messages[-1]
+
+
+def test_replay_of_given_records_labels_them():
+    lab, _ = make_lab()
+    rec = experiment.estimate(RunConfig(model="tiny"), device="cpu")
+    rec["device"] = {"type": "cuda", "name": "Tesla T4", "capability": [7, 5], "total_memory": 15_835_660_288}
+    rec["time"] = "2025-01-02T03:04:05+00:00"
+    lab.replay([rec])
+    assert lab.history[-1]["provenance"] == "reference · measured on Tesla T4, 2025-01-02"
+    assert "reference" not in rec.get("labels", [])                   # the caller's record is left alone
+
+
+def test_matching_resolves_auto_on_the_reference_device():
+    t4 = as_reference({"config": RunConfig(model="llama-3.2-1b", seq_len=128, micro_batch=2, grad_accum=4).to_dict(),
+                       "resolved": {"precision": "fp16", "device": "cuda"},
+                       "device": {"type": "cuda", "name": "Tesla T4", "capability": [7, 5]}, "labels": []})
+    cfg = RunConfig(model="tiny", seq_len=128, micro_batch=2, grad_accum=4)
+    assert matches(t4, cfg)                                   # auto → fp16 on a T4
+    assert matches(t4, cfg.replace(precision="fp16"))
+    assert not matches(t4, cfg.replace(precision="fp32"))
+    assert not matches(t4, cfg.replace(precision="bf16"))     # bf16 cannot be asked of a T4
+    assert not matches(t4, cfg.replace(micro_batch=4))
+
+
+# ---- the callable module -------------------------------------------------------------------------------------------
+def test_labkit_lab_is_callable_both_ways():
+    import labkit.lab
+
+    panel = labkit.lab(model="tiny", device="cpu")
+    assert isinstance(panel, Lab)
+    assert isinstance(lab_module(model="tiny", device="cpu"), Lab)
+
+
+# ---- the real engine ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def real_lab():
+    return Lab(model="tiny", device="cpu", steps=2, warmup=1, base=RunConfig(model="tiny", seq_len=64, micro_batch=2,
+                                                                             grad_accum=1))
+
+
+def test_real_engine_checkpointing_toggle(real_lab):
+    lab = real_lab
+    lab.set(seq_len=64, gradient_checkpointing=True)
+    lab.run_button.click()
+    lab.set(gradient_checkpointing=False)
+    lab.run_button.click()
+    on, off = lab.history[-2:]
+    assert on["status"] == off["status"] == "ok", lab.messages
+    assert "cpu" in off["labels"] and "shape-only" in off["labels"]
+    assert off["measured"]["saved_activation_bytes"] > 3 * on["measured"]["saved_activation_bytes"]
+    assert lab.last_delta.startswith("checkpointing off: saved activations +")
+    assert "(theory +" in lab.last_delta
+    assert lab.chart_out.outputs and not lab.run_button.disabled
+
+
+def test_real_engine_simulated_oom_then_recovery(real_lab):
+    lab = real_lab
+    lab.set(gradient_checkpointing=True, memory_budget_gb=0.001)
+    rec = lab.run()
+    assert rec["status"] == "oom" and "simulated-oom" in rec["labels"]
+    assert "out of memory (simulated" in lab.messages[-1]
+    assert not lab.run_button.disabled
+    ok = lab.run(memory_budget_gb=None)
+    assert ok["status"] == "ok"
+
+
+# ---- lesson helpers -----------------------------------------------------------------------------------------------
+def test_verdict_sentences_follow_the_numbers():
+    text, holds = lessons.verdict("activations left", 0.08, 0.30, 0.40, as_percent=True, stand_in=True)
+    assert not holds and "measured 8% vs the seed's 30%–40%" in text and "does not hold" in text
+    assert "below the range" in text and "stand-in" in text
+    text, holds = lessons.verdict("extra time", 0.3, 0.25, 0.35, as_percent=True, stand_in=False)
+    assert holds and "the claim holds here." in text and "stand-in" not in text
+    text, holds = lessons.verdict("ratio", 6.9, low=1, stand_in=False)
+    assert holds and "≥ 1" in text
+    text, holds = lessons.verdict("x", 5, 10, 10, source="the theory's", stand_in=False)
+    assert not holds and "the prediction does not hold" in text
+    assert lessons.verdict("x", None, 1, 2)[1] is None
+    text, _ = lessons.verdict("7B, checkpointed", 570, 400, 600, unit=" MB", basis="theory")
+    assert text.startswith("7B, checkpointed: theory 570 MB vs the seed's 400 MB–600 MB") and "measured" not in text
+
+
+def test_percent_helpers():
+    assert lessons.pct(-0.81) == "\u221281%" and lessons.pct(0.456) == "+46%" and lessons.pct(0) == "±0%"
+    assert lessons.pct(None) == "n/a"
+    assert lessons.change(19, 100) == pytest.approx(-0.81) and lessons.change(1, 0) is None
+    assert lessons.ratio(8, 2) == "4×"
+
+
+@CPU_ONLY
+def test_gpu_only_cells_skip_with_one_line(capsys):
+    assert lessons.gpu_only("CUDA memory statistics") is False
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "no GPU" in out and "CUDA memory statistics" in out
+    env = lessons.environment(verbose=False)
+    assert env.model == "tiny" and env.stand_in and env.device == "cpu"
+
+
+def test_a_record_that_cannot_be_shown_is_a_message_not_a_traceback(monkeypatch):
+    def boom(*args, **kwargs):
+        raise KeyError("theory")
+
+    monkeypatch.setattr(lab_module, "result_table_html", boom)
+    lab, _ = make_lab()
+    lab.run()
+    assert len(lab.history) == 1
+    assert "run 1 is in the history but could not be shown: KeyError" in lab.messages[-1]
+    assert not lab.run_button.disabled
