@@ -13,10 +13,10 @@ from __future__ import annotations
 import torch
 
 from labkit import data, measure
-from labkit.config import RunConfig, resolve_precision
+from labkit.config import RunConfig
 from labkit.models import load_model, tokenizer_for
-from labkit.runner import (GiB, SimulatedOOM, device_summary, forward_backward, free_memory, label_tokens,
-                           pick_device)
+from labkit.runner import (GiB, SimulatedOOM, device_labels, device_summary, forward_backward, free_memory,
+                           label_tokens, pick_device, run_precision)
 
 
 def search_largest(fits, lo: int = 1, hi: int = 64) -> tuple[int | None, list[tuple[int, bool]]]:
@@ -57,11 +57,13 @@ def largest_micro_batch(cfg: RunConfig, lo: int = 1, hi: int = 64, device: str |
     entry: {"micro_batch", "status" ("ok"/"oom"), "peak_allocated_bytes", "saved_activation_bytes", "error"}."""
     device = pick_device(device)
     dev = device_summary(device)
-    precision = resolve_precision(cfg.precision, dev["type"], tuple(dev["capability"]) if dev["capability"] else None)
+    precision = run_precision(cfg, dev)
     model, src = load_model(cfg, precision, device, weights)
-    labels = [] if dev["type"] == "cuda" else ["cpu"]
+    labels = device_labels(dev)
     labels += ["shape-only"] if src.kind == "shape-only" else []
-    if cfg.memory_budget_gb is not None and dev["type"] == "cpu":
+    if cfg.memory_budget_gb is not None:
+        if dev["type"] == "cuda":
+            raise ValueError("memory_budget_gb simulates an OOM on a CPU; on a GPU the real limit applies")
         labels.append("budget-simulated")
     tokenizer = tokenizer_for(src)
     texts = data.course_texts()

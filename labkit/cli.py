@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import os
 import sys
 
 from labkit.config import RunConfig, rule_warnings
@@ -249,6 +250,11 @@ def cmd_doctor(args) -> int:
     except Exception as e:  # noqa: BLE001 — the doctor reports, it never fails
         print(json.dumps({"error": str(e)}) if args.json else f"labkit doctor could not read the device: {e}")
         return 0
+    if args.check:                 # the instructor's preflight: one line per check, exit 0 ready / 1 not ready
+        from labkit.hardware import preflight
+        ready, lines = preflight(facts)
+        print(json.dumps({"ready": ready, "checks": lines}) if args.json else "\n".join(lines))
+        return 0 if ready else 1
     print(json.dumps(facts, indent=2) if args.json else format_doctor(facts))
     return 0
 
@@ -262,9 +268,15 @@ def cmd_estimate(args) -> int:
     return _exit_code([record])
 
 
+def _check_steps(args) -> None:
+    if args.warmup >= args.steps:
+        raise UsageError(f"--warmup {args.warmup} must be below --steps {args.steps}: nothing would be timed")
+
+
 def cmd_run(args) -> int:
     cfg = config_from_args(args)
     check_configs([cfg])
+    _check_steps(args)
     from labkit.experiment import run   # imports torch: only once the input is known to be good
     record = run(cfg, steps=args.steps, warmup=args.warmup, weights=args.weights, progress=not args.json)
     _emit([record], args.json, lambda rs: format_record(rs[0]))
@@ -274,6 +286,13 @@ def cmd_run(args) -> int:
 def cmd_sweep(args) -> int:
     configs = configs_from_sweep_args(args)
     check_configs(configs)
+    _check_steps(args)
+    for path in (args.out, args.plot):          # fail before the runs, not after them
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder and path == args.out:
+            os.makedirs(folder, exist_ok=True)
+        elif folder and not os.path.isdir(folder):
+            raise UsageError(f"--plot {path}: folder {folder} does not exist")
     from labkit.experiment import run
     from labkit.sweep import run_sweep
     runner = functools.partial(run, weights=args.weights)
@@ -329,6 +348,8 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("doctor", help="what machine is this: GPU, bf16, memory, versions, hub")
     p.add_argument("--json", action="store_true", help="print the facts as JSON")
+    p.add_argument("--check", action="store_true",
+                   help="preflight for a workshop: READY / NOT READY, exit 0 when ready, 1 when not")
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("estimate", help="theory only: predicted memory and FLOPs, nothing is loaded")
@@ -377,6 +398,9 @@ def main(argv=None) -> int:
             raise UsageError("choose a command: doctor, estimate, run, sweep or search (labkit -h for help)")
         return args.func(args)
     except (UsageError, ValueError) as e:
+        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:        # unwritable --out, unreadable files, a hub that cannot be reached
         print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

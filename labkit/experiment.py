@@ -9,8 +9,8 @@ import datetime
 
 import labkit
 from labkit import theory
-from labkit.config import RunConfig, resolve_precision, rule_warnings
-from labkit.runner import device_summary, measure_run, pick_device
+from labkit.config import RunConfig, rule_warnings
+from labkit.runner import device_labels, device_summary, measure_run, pick_device, run_precision
 from labkit.shapes import resolve_shape
 
 MEASURED_KEYS = ("saved_activation_bytes", "peak_allocated_bytes", "peak_reserved_bytes", "step_time_s",
@@ -20,7 +20,7 @@ MEASURED_KEYS = ("saved_activation_bytes", "peak_allocated_bytes", "peak_reserve
 def _theory(cfg: RunConfig, precision: str, device: dict, padding_mask: bool) -> dict:
     shape = resolve_shape(cfg.model)
     gpu = device["name"] if device["type"] == "cuda" else None
-    out = theory.predict(shape, cfg, precision, padding_mask=padding_mask, gpu_name=gpu)
+    out = theory.predict(shape, cfg, precision, padding_mask=padding_mask, gpu_name=gpu, device_type=device["type"])
     if cfg.prepare_kbit:
         out["caveat"] = "prepare_kbit upcasts norms and embeddings to fp32; the theory does not model that"
     return out
@@ -54,7 +54,9 @@ def run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = No
     padding = measured["measured"]["batch_has_padding"]
     prediction = _theory(cfg, measured["resolved"]["precision"], measured["device"],
                          padding if padding is not None else cfg.pad_to_seq_len)
-    return _record(cfg, measured, prediction)
+    record = _record(cfg, measured, prediction)
+    record["run"] = {"steps": steps, "warmup": warmup, "weights": weights}
+    return record
 
 
 def estimate(cfg: RunConfig, device: str | None = None, padding_mask: bool = True) -> dict:
@@ -62,8 +64,8 @@ def estimate(cfg: RunConfig, device: str | None = None, padding_mask: bool = Tru
     resolve_shape(cfg.model)
     device = pick_device(device)
     dev = device_summary(device)
-    precision = resolve_precision(cfg.precision, dev["type"], tuple(dev["capability"]) if dev["capability"] else None)
+    precision = run_precision(cfg, dev)
     measured = {"resolved": {"precision": precision, "device": device}, "model_source": None,
-                "labels": ["theory-only"], "status": "ok", "error": None, "device": dev,
+                "labels": ["theory-only"] + [x for x in device_labels(dev) if x == "t4-profile"], "status": "ok", "error": None, "device": dev,
                 "measured": {k: None for k in MEASURED_KEYS}}
     return _record(cfg, measured, _theory(cfg, precision, dev, padding_mask))

@@ -186,6 +186,37 @@ def format_doctor(facts: dict) -> str:
     return "\n".join(lines)
 
 
+REQUIRED = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
+
+
+def preflight(facts: dict) -> tuple[bool, list[str]]:
+    """An instructor's go/no-go for one runtime: (ready, one line per check, the verdict last).
+
+    Not ready only when a library the lessons need is missing. Without a GPU the runtime is still ready: the
+    lessons run on the CPU with the tiny stand-in, and say so. Without the hub, GPU lessons use shape-only weights.
+    """
+    lines, ready = [], True
+    missing = [p for p in REQUIRED if not facts["versions"].get(p)]
+    if missing:
+        ready = False
+        lines.append(f"✗ missing: {', '.join(missing)} — run the notebook's setup cell (Colab) or `make install`")
+    else:
+        lines.append("✓ libraries: " + ", ".join(f"{p} {facts['versions'][p]}" for p in REQUIRED))
+    if facts["type"] == "cuda":
+        free = facts.get("free_memory") or 0
+        lines.append(f"✓ GPU: {facts['name']}, {_gib(free)} free, precision {facts['recommended_precision']}")
+        if free < 10 * GiB:
+            lines.append(f"! only {_gib(free)} free on the GPU: restart the runtime to get a T4's ~14.7 GiB back")
+        mode = "GPU lessons with the real model" if facts["hub_reachable"] else \
+            "GPU lessons with shape-only weights (hub not reachable: memory and time real, loss not meaningful)"
+    else:
+        lines.append("! no GPU: lessons run on the CPU with the tiny stand-in (Colab: Runtime → Change runtime type "
+                     "→ T4 GPU)")
+        mode = "CPU lessons with the tiny stand-in"
+    lines.append(f"READY: {mode}" if ready else "NOT READY: fix the ✗ line above, then run this again")
+    return ready, lines
+
+
 def t4_profile(fraction_of: int = T4_TOTAL_MEMORY, device=None) -> float:
     """Cap this process's CUDA allocations at `fraction_of` bytes (default: a Colab T4's 14.75 GiB), so that a
     bigger GPU OOMs where a T4 would. Returns the fraction of this GPU's memory that was set (1.0 if the GPU is
@@ -206,4 +237,23 @@ def t4_profile(fraction_of: int = T4_TOTAL_MEMORY, device=None) -> float:
     total = torch.cuda.get_device_properties(index).total_memory
     fraction = min(1.0, fraction_of / total)
     torch.cuda.set_per_process_memory_fraction(fraction, index)
+    global _T4_PROFILE
+    _T4_PROFILE = fraction < 1.0 and "T4" not in torch.cuda.get_device_properties(index).name
     return fraction
+
+
+def t4_profile_off(device=None) -> None:
+    """Lift the cap set by `t4_profile`."""
+    import torch
+
+    global _T4_PROFILE
+    torch.cuda.set_per_process_memory_fraction(1.0, device)
+    _T4_PROFILE = False
+
+
+def t4_profile_active() -> bool:
+    """True while `t4_profile` caps a bigger GPU to a T4's memory: runs then say "t4-profile" and train in fp16."""
+    return _T4_PROFILE
+
+
+_T4_PROFILE = False

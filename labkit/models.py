@@ -53,7 +53,7 @@ def shape_only_checkpoint(shape: ModelShape, seed: int = 0, name: str = "model")
         return path
     torch.manual_seed(seed)
     hf_config = shape.to_hf_config()
-    model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.bfloat16)  # 16-bit on disk, like the hub
+    model = AutoModelForCausalLM.from_config(hf_config, **dtype_kwarg(torch.bfloat16))  # 16-bit on disk, like the hub
     tmp = path + ".tmp"
     model.save_pretrained(tmp)
     del model
@@ -107,13 +107,26 @@ def lora_config(cfg: RunConfig):
                       lora_dropout=cfg.lora_dropout, bias="none", task_type="CAUSAL_LM")
 
 
+NON_REENTRANT = {"use_reentrant": False}
+
+
 def enable_checkpointing(model) -> None:
-    """Checkpoint every decoder layer. transformers 5 calls it `activation_checkpointing_enable` (the old name,
-    `gradient_checkpointing_enable`, still works with a deprecation warning, and is the only one in 4.x)."""
+    """Checkpoint every decoder layer, non-reentrant. transformers 5 calls it `activation_checkpointing_enable`
+    (`gradient_checkpointing_enable` still works, with a deprecation warning, and is the only name in 4.x).
+    The kwargs are explicit because 4.x defaults to the re-entrant variant, which gives a frozen 4-bit base's
+    adapters no gradients unless the embedding output is made to require one."""
     if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable()
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=dict(NON_REENTRANT))
     else:
-        model.gradient_checkpointing_enable()
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(NON_REENTRANT))
+
+
+def dtype_kwarg(dtype) -> dict:
+    """`dtype=` in transformers ≥ 4.56, `torch_dtype=` before (Colab may still have an older 4.x)."""
+    import transformers
+    from packaging.version import Version
+
+    return {"dtype": dtype} if Version(transformers.__version__) >= Version("4.56") else {"torch_dtype": dtype}
 
 
 def is_checkpointing(model) -> bool:
@@ -149,11 +162,12 @@ def load_model(cfg: RunConfig, precision: str, device: str = "cpu", weights: str
     torch.manual_seed(cfg.seed)
     with quiet_loading():
         model = AutoModelForCausalLM.from_pretrained(
-            src.path, quantization_config=quantization_config(cfg, precision), dtype=TORCH_DTYPES[precision],
+            src.path, quantization_config=quantization_config(cfg, precision), **dtype_kwarg(TORCH_DTYPES[precision]),
             device_map={"": device}, attn_implementation="sdpa", trust_remote_code=False)
         model.config.use_cache = False                   # no KV cache in training
         if cfg.prepare_kbit:                             # visible option: upcasts norms/embeddings to fp32
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+                                                    gradient_checkpointing_kwargs=dict(NON_REENTRANT))
         elif cfg.gradient_checkpointing:
             enable_checkpointing(model)
         model = get_peft_model(model, lora_config(cfg))

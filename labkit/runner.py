@@ -51,6 +51,22 @@ def device_summary(device: str) -> dict:
     return {"type": f["type"], "name": f["name"], "capability": f["capability"], "total_memory": f["total_memory"]}
 
 
+def run_precision(cfg: RunConfig, dev: dict) -> str:
+    """The precision a run uses here: 'auto' resolved from the compute capability; fp16 under the T4 profile,
+    as on a real T4 (bf16 is refused there too)."""
+    cap = tuple(dev["capability"]) if dev["capability"] else None
+    if dev["type"] == "cuda" and hardware.t4_profile_active():
+        cap = (7, 5)                                   # behave as a T4 would
+    return resolve_precision(cfg.precision, dev["type"], cap)
+
+
+def device_labels(dev: dict) -> list[str]:
+    """Stand-in labels that follow from where a run happens: a CPU, or a bigger GPU capped to a T4's memory."""
+    if dev["type"] != "cuda":
+        return ["cpu"]
+    return ["t4-profile"] if hardware.t4_profile_active() else []
+
+
 def free_memory() -> None:
     """What to do after an OOM: drop the references (done by the caller), collect, return cached blocks."""
     gc.collect()
@@ -127,11 +143,13 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
         raise ValueError(f"warmup must be an integer in [0, steps), got {warmup!r}")
     device = pick_device(device)
     dev = device_summary(device)
-    precision = resolve_precision(cfg.precision, dev["type"],
-                                  tuple(dev["capability"]) if dev["capability"] else None)
+    precision = run_precision(cfg, dev)
+    if cfg.memory_budget_gb is not None and dev["type"] == "cuda":
+        raise ValueError("memory_budget_gb simulates an OOM on a CPU; on a GPU the real limit applies "
+                         "(cap a big GPU to a T4's memory with labkit.hardware.t4_profile())")
     result = {
         "resolved": {"precision": precision, "device": device},
-        "device": dev, "labels": [] if dev["type"] == "cuda" else ["cpu"],
+        "device": dev, "labels": device_labels(dev),
         "model_source": None, "status": "ok", "error": None,
         "measured": {"saved_activation_bytes": None, "peak_allocated_bytes": None, "peak_reserved_bytes": None,
                      "peak_allocated_per_step": None, "cuda_context_bytes": None, "step_time_s": None,
@@ -209,7 +227,7 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
         timed_steps = times[warmup:]
         m["step_times_s"] = times
         m["step_time_s"] = statistics.median(timed_steps)
-        m["tokens_per_s"] = cfg.micro_batch * cfg.seq_len * cfg.grad_accum / m["step_time_s"]
+        m["tokens_per_s"] = cfg.micro_batch * cfg.seq_len * cfg.grad_accum / m["step_time_s"]   # padding included
         m["loss"] = losses
         if dev["type"] == "cuda":
             m["peak_allocated_per_step"] = [p["peak_allocated_bytes"] for p in peaks]
@@ -220,8 +238,6 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
     except SimulatedOOM as e:
         result["status"], result["error"] = "oom", str(e)
         result["labels"].append("simulated-oom")
-    except ValueError:
-        raise
     except Exception as e:  # noqa: BLE001 — a failed run is a result, not a dead kernel
         result["status"] = "error"
         result["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
@@ -229,6 +245,7 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
     finally:
         if bar is not None:
             bar.close()
-        del model, optimizer, scheduler, scaler
+        # drop every reference to tensors (adapters and their .grad, batches) before emptying the cache
+        model = optimizer = scheduler = scaler = trainable = micro_batches = batch = stream = None  # noqa: F841
         free_memory()
     return result

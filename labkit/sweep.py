@@ -52,11 +52,18 @@ def grid(base: RunConfig, axes: dict) -> list[RunConfig]:
 
 
 def record_key(record: dict) -> str:
-    """The RunConfig key of a record's config (the same string `RunConfig.key()` gives)."""
+    """What a finished record stands for: its RunConfig key plus the steps and warm-up it ran (records without
+    them, from older files, never match, so they are run again rather than replayed for other settings)."""
     try:
-        return RunConfig.from_dict(record["config"]).key()
+        config = RunConfig.from_dict(record["config"]).key()
     except (ValueError, TypeError):   # a config written by another version of the kit: compare as stored
-        return json.dumps(record["config"], sort_keys=True)
+        config = json.dumps(record["config"], sort_keys=True)
+    run = record.get("run") or {}
+    return run_key(config, run.get("steps"), run.get("warmup"))
+
+
+def run_key(config_key: str, steps, warmup) -> str:
+    return json.dumps([config_key, steps, warmup])
 
 
 def _read(path, repair: bool = False) -> list[dict]:
@@ -137,7 +144,7 @@ def run_sweep(configs, out_path, steps: int = 3, warmup: int = 1, resume: bool =
     records = []
     try:
         for i, cfg in enumerate(configs):
-            key = cfg.key()
+            key = run_key(cfg.key(), steps, warmup)
             if bar:
                 bar.set_postfix_str(labels[i] + (" (saved)" if key in done else ""))
             if key in done:
@@ -148,6 +155,7 @@ def run_sweep(configs, out_path, steps: int = 3, warmup: int = 1, resume: bool =
                 except Exception as e:  # noqa: BLE001 — one broken config must not end the sweep
                     warnings.warn(f"run {i + 1}/{len(configs)} failed: {type(e).__name__}: {e}", stacklevel=2)
                     record = _failed_record(cfg, e)
+                record["run"] = {**(record.get("run") or {}), "steps": steps, "warmup": warmup}
                 _append(out_path, record)
                 done[key] = record
                 records.append(record)

@@ -16,6 +16,7 @@ checkpointing keeps in 16-bit, and far less than what a layer saves without it.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from labkit.config import DTYPE_BYTES, RunConfig
@@ -124,19 +125,25 @@ class ActivationBreakdown:
                 + self.final_norm)
 
 
+def dropout_mask_bytes(device_type: str) -> int:
+    """Bytes per element of the dropout mask autograd keeps: on a CPU, dropout multiplies by a float mask in the
+    input's dtype (fp32: the adapters' dtype); CUDA's fused dropout kernel keeps a bool mask (1 byte)."""
+    return 1 if device_type == "cuda" else 4
+
+
 def _lora_saved(cfg: RunConfig, d_in: int, d_out: int, T: int, c: int, input_needs_grad: bool,
-                shares_input: bool) -> int:
+                shares_input: bool, mask_bytes: int = 4) -> int:
     """Bytes saved by one peft LoRA branch: lora_B(lora_A(dropout(x))) · scale, x cast to fp32 first.
 
-    fp32 run (no autocast): dropout keeps a float mask (T·d_in·4, only if x needs a gradient) and lora_A keeps
+    fp32 run (no autocast): dropout keeps a mask (T·d_in·mask_bytes, only if x needs a gradient) and lora_A keeps
     its input, the dropout output (T·d_in·4). Without dropout lora_A keeps x itself, which q, k, v (and gate, up)
     share: `shares_input` says another branch already counted it.
-    16-bit run (autocast): the mask is still fp32; lora_A keeps autocast's 16-bit copy of its input (T·d_in·c)
+    16-bit run (autocast): the mask is as in fp32; lora_A keeps autocast's 16-bit copy of its input (T·d_in·c)
     and, when x needs a gradient, its 16-bit weight copy (r·d_in·c); lora_B keeps its weight copy (r·d_out·c).
     Both keep lora_B's input, the rank-r activation (T·r·c, or T·r·4 in fp32).
     """
     r = cfg.lora_r
-    mask = T * d_in * 4 if (cfg.lora_dropout > 0 and input_needs_grad) else 0
+    mask = T * d_in * mask_bytes if (cfg.lora_dropout > 0 and input_needs_grad) else 0
     if c == 4:
         a_input = T * d_in * 4 if (cfg.lora_dropout > 0 or not shares_input) else 0
         return mask + a_input + T * r * 4
@@ -144,8 +151,8 @@ def _lora_saved(cfg: RunConfig, d_in: int, d_out: int, T: int, c: int, input_nee
     return mask + T * d_in * c + a_weight + T * r * c + r * d_out * c
 
 
-def saved_activations(shape: ModelShape, cfg: RunConfig, precision: str, padding_mask: bool = True
-                      ) -> ActivationBreakdown:
+def saved_activations(shape: ModelShape, cfg: RunConfig, precision: str, padding_mask: bool = True,
+                      device_type: str = "cpu") -> ActivationBreakdown:
     """Bytes autograd saves in one micro-batch forward (logits and loss buffers excluded: see `logits_saved`).
 
     Without checkpointing, per layer (when every tensor needs a gradient):
@@ -164,6 +171,9 @@ def saved_activations(shape: ModelShape, cfg: RunConfig, precision: str, padding
 
     With checkpointing (transformers wraps every decoder layer, non-reentrant): each layer keeps only its input,
     T·h·c; the final norm stays. The rest is recomputed during backward (see `recompute_bytes`).
+
+    `device_type` matters for one term, the dropout mask (`dropout_mask_bytes`). These terms were checked to the
+    byte on a CPU; CUDA attention kernels may keep slightly different buffers (the GPU tests check within 10%).
     """
     c = DTYPE_BYTES[precision]
     b, s = cfg.micro_batch, cfg.seq_len
@@ -171,6 +181,7 @@ def saved_activations(shape: ModelShape, cfg: RunConfig, precision: str, padding
     h, i, L, hd = shape.hidden, shape.intermediate, shape.layers, shape.hd
     dims = shape.linear_dims()
     targets = set(cfg.lora_targets)
+    mb = dropout_mask_bytes(device_type)
     out = ActivationBreakdown(final_norm=T * h * 4 + T * 4)
     if cfg.gradient_checkpointing:
         out.checkpoints = L * T * h * c
@@ -187,7 +198,7 @@ def saved_activations(shape: ModelShape, cfg: RunConfig, precision: str, padding
         shared = False
         for p in ("q_proj", "k_proj", "v_proj"):
             if p in targets:
-                out.lora += _lora_saved(cfg, *dims[p], T, c, x_grad, shares_input=shared)
+                out.lora += _lora_saved(cfg, *dims[p], T, c, x_grad, shares_input=shared, mask_bytes=mb)
                 shared = True
         if attn_in_grad:
             rope_needed = rope_needed or qkv_grad["q_proj"] or qkv_grad["k_proj"]
@@ -196,7 +207,7 @@ def saved_activations(shape: ModelShape, cfg: RunConfig, precision: str, padding
                 out.attention += b * s * s * c
         if "o_proj" in targets:                              # its input is a view of SDPA's output, which
             out.lora += _lora_saved(cfg, *dims["o_proj"], T, c, attn_in_grad,   # attention already keeps
-                                    shares_input=attn_in_grad)
+                                    shares_input=attn_in_grad, mask_bytes=mb)
         h2_grad = x_grad or attn_in_grad or "o_proj" in targets
         if h2_grad:
             out.norms += T * h * 4 + T * 4                   # post_attention_layernorm
@@ -204,13 +215,14 @@ def saved_activations(shape: ModelShape, cfg: RunConfig, precision: str, padding
         shared = False
         for p in ("gate_proj", "up_proj"):
             if p in targets:
-                out.lora += _lora_saved(cfg, *dims[p], T, c, h2_grad, shares_input=shared)
+                out.lora += _lora_saved(cfg, *dims[p], T, c, h2_grad, shares_input=shared, mask_bytes=mb)
                 shared = True
         out.mlp += T * i * c * ((1 if gate_grad else 0)          # silu keeps its input (gate)
                                 + (1 if up_grad else 0)          # the product keeps silu(gate) for d(up)
                                 + (1 if gate_grad else 0))       # ... and up for d(gate)
         if "down_proj" in targets:
-            out.lora += _lora_saved(cfg, *dims["down_proj"], T, c, gate_grad or up_grad, shares_input=False)
+            out.lora += _lora_saved(cfg, *dims["down_proj"], T, c, gate_grad or up_grad, shares_input=False,
+                                    mask_bytes=mb)
     if rope_needed:
         out.rope = 2 * s * hd * c
     return out
@@ -232,14 +244,17 @@ def logits_transient(shape: ModelShape, cfg: RunConfig, precision: str) -> int:
     return TV * c + (TV * 4 if c < 4 else 0) + TV * 4
 
 
-def recompute_bytes(shape: ModelShape, cfg: RunConfig, precision: str, padding_mask: bool = True) -> int:
+def recompute_bytes(shape: ModelShape, cfg: RunConfig, precision: str, padding_mask: bool = True,
+                    device_type: str = "cpu") -> int:
     """With checkpointing, backward re-runs one layer at a time: its full activations (a middle layer's, as
     without checkpointing) exist again while that layer's gradients are computed."""
     if not cfg.gradient_checkpointing:
         return 0
     no_ckpt = cfg.replace(gradient_checkpointing=False)
-    two = saved_activations(ModelShape(**{**shape.to_dict(), "layers": 2}), no_ckpt, precision, padding_mask)
-    one = saved_activations(ModelShape(**{**shape.to_dict(), "layers": 1}), no_ckpt, precision, padding_mask)
+    two = saved_activations(ModelShape(**{**shape.to_dict(), "layers": 2}), no_ckpt, precision, padding_mask,
+                            device_type)
+    one = saved_activations(ModelShape(**{**shape.to_dict(), "layers": 1}), no_ckpt, precision, padding_mask,
+                            device_type)
     return two.total - one.total                          # = what layer 1 (any layer but the first) saves
 
 
@@ -251,7 +266,8 @@ def simple_rule_activations(shape: ModelShape, cfg: RunConfig) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 # The whole budget
 # ---------------------------------------------------------------------------------------------------------------
-def predict_memory(shape: ModelShape, cfg: RunConfig, precision: str, padding_mask: bool = True) -> dict:
+def predict_memory(shape: ModelShape, cfg: RunConfig, precision: str, padding_mask: bool = True,
+                   device_type: str = "cpu") -> dict:
     """Every component in bytes, and the peak.
 
     `activations + logits` predicts `measured.saved_activation_bytes`. The peak is resident state + saved
@@ -262,10 +278,10 @@ def predict_memory(shape: ModelShape, cfg: RunConfig, precision: str, padding_ma
         raise ValueError(f"precision must be resolved to fp32/fp16/bf16 first, got {precision!r}")
     w = weight_bytes(shape, cfg, precision)
     lora = trainable_params(shape, cfg) * ADAPTER_BYTES
-    acts = saved_activations(shape, cfg, precision, padding_mask)
+    acts = saved_activations(shape, cfg, precision, padding_mask, device_type)
     logits = logits_saved(shape, cfg)
     transient = logits_transient(shape, cfg, precision)
-    recompute = recompute_bytes(shape, cfg, precision, padding_mask)
+    recompute = recompute_bytes(shape, cfg, precision, padding_mask, device_type)
     optimizer = optimizer_bytes(shape, cfg)
     weights = w["quantized_weights"] + w["unquantized_weights"]
     peak = weights + lora + lora + optimizer + acts.total + logits + transient + recompute
@@ -288,14 +304,15 @@ def predict_memory(shape: ModelShape, cfg: RunConfig, precision: str, padding_ma
 # ---------------------------------------------------------------------------------------------------------------
 # Compute and time
 # ---------------------------------------------------------------------------------------------------------------
-PEAK_FLOPS = {  # dense tensor-core peaks from the vendors' data sheets, FLOP/s
-    "Tesla T4": {"fp16": 65e12, "bf16": None, "fp32": 8.1e12},
-    "A100": {"fp16": 312e12, "bf16": 312e12, "fp32": 19.5e12},
-    "A10": {"fp16": 125e12, "bf16": 125e12, "fp32": 31.2e12},
-    "L4": {"fp16": 121e12, "bf16": 121e12, "fp32": 30.3e12},
-    "H100": {"fp16": 989e12, "bf16": 989e12, "fp32": 67e12},
-    "H200": {"fp16": 989e12, "bf16": 989e12, "fp32": 67e12},
-}
+PEAK_FLOPS = [  # (GPU name pattern, dense peaks in FLOP/s from the vendors' data sheets); first match wins
+    (r"\bT4\b", {"fp16": 65e12, "bf16": None, "fp32": 8.1e12}),
+    (r"\bA100\b", {"fp16": 312e12, "bf16": 312e12, "fp32": 19.5e12}),
+    (r"\bA10\b", {"fp16": 125e12, "bf16": 125e12, "fp32": 31.2e12}),
+    (r"\bL4\b", {"fp16": 121e12, "bf16": 121e12, "fp32": 30.3e12}),
+    (r"\bH100\b.*\bPCIe\b", {"fp16": 756e12, "bf16": 756e12, "fp32": 51e12}),
+    (r"\bH100\b", {"fp16": 989e12, "bf16": 989e12, "fp32": 67e12}),
+    (r"\bH200\b", {"fp16": 989e12, "bf16": 989e12, "fp32": 67e12}),
+]
 
 
 def predict_step_flops(shape: ModelShape, cfg: RunConfig) -> dict:
@@ -328,17 +345,19 @@ def step_time_at_peak(flops: float, gpu_name: str | None, precision: str) -> flo
     Real runs reach a fraction of it; the course compares ratios, which that fraction cancels out of."""
     if not gpu_name:
         return None
-    for key, peaks in PEAK_FLOPS.items():
-        if key in gpu_name:
+    for pattern, peaks in PEAK_FLOPS:
+        if re.search(pattern, gpu_name):
             peak = peaks.get(precision)
             return flops / peak if peak else None
     return None
 
 
 def predict(shape: ModelShape, cfg: RunConfig, precision: str, padding_mask: bool = True,
-            gpu_name: str | None = None) -> dict:
-    """Memory and compute in one dict: what `experiment` puts under record["theory"]."""
-    out = predict_memory(shape, cfg, precision, padding_mask)
+            gpu_name: str | None = None, device_type: str | None = None) -> dict:
+    """Memory and compute in one dict: what `experiment` puts under record["theory"]. device_type defaults to
+    "cuda" when a GPU name is given, else "cpu"."""
+    device_type = device_type or ("cuda" if gpu_name else "cpu")
+    out = predict_memory(shape, cfg, precision, padding_mask, device_type)
     flops = predict_step_flops(shape, cfg)
     out["step_flops"] = flops["step"]
     out["step_flops_breakdown"] = flops

@@ -15,9 +15,9 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from labkit import data, measure
-from labkit.config import RunConfig, resolve_precision
-from labkit.models import load_model, tokenizer_for
-from labkit.runner import device_summary, free_memory, pick_device
+from labkit.config import RunConfig
+from labkit.models import NON_REENTRANT, load_model, tokenizer_for
+from labkit.runner import device_labels, device_summary, free_memory, pick_device, run_precision
 
 OPTIM_NAMES = {"adamw": "adamw_torch", "paged_adamw_8bit": "paged_adamw_8bit"}
 
@@ -56,8 +56,11 @@ def training_arguments(cfg: RunConfig, output_dir: str, max_steps: int, precisio
         kw["warmup_steps"] = 0.03                              # a float < 1 is a ratio in transformers 5
     # The model arrives from labkit.models.load_model with checkpointing already on (or off) as the config says;
     # telling Trainer the same keeps it from changing anything.
-    kw["activation_checkpointing" if _supported("activation_checkpointing") else "gradient_checkpointing"] = \
-        cfg.gradient_checkpointing
+    new_names = _supported("activation_checkpointing")
+    kw["activation_checkpointing" if new_names else "gradient_checkpointing"] = cfg.gradient_checkpointing
+    if cfg.gradient_checkpointing:    # non-reentrant, as labkit.models does (4.x would default to re-entrant)
+        kw["activation_checkpointing_kwargs" if new_names else "gradient_checkpointing_kwargs"] = \
+            dict(NON_REENTRANT)
     kw.update(overrides)
     return TrainingArguments(**kw)
 
@@ -100,7 +103,7 @@ def train_with_trainer(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: 
         raise ValueError(f"need steps ≥ 1 and 0 ≤ warmup < steps, got steps={steps!r}, warmup={warmup!r}")
     device = pick_device(device)
     dev = device_summary(device)
-    precision = resolve_precision(cfg.precision, dev["type"], tuple(dev["capability"]) if dev["capability"] else None)
+    precision = run_precision(cfg, dev)
     model, src = load_model(cfg, precision, device, weights)
     tokenizer = tokenizer_for(src)
     rows = train_dataset(tokenizer, cfg, steps * cfg.grad_accum * cfg.micro_batch)
@@ -117,7 +120,7 @@ def train_with_trainer(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: 
     median = statistics.median(times[warmup:])
     result = {
         "resolved": {"precision": precision, "device": device}, "device": dev, "model_source": src.kind,
-        "labels": ([] if dev["type"] == "cuda" else ["cpu"]) + (["shape-only"] if src.kind == "shape-only" else []),
+        "labels": device_labels(dev) + (["shape-only"] if src.kind == "shape-only" else []),
         "measured": {"step_time_s": median, "step_times_s": times, "loss": callback.losses,
                      "tokens_per_s": cfg.micro_batch * cfg.seq_len * cfg.grad_accum / median,
                      "peak_allocated_bytes": None, "peak_reserved_bytes": None},

@@ -148,3 +148,16 @@ def test_exercises_command_checks_the_generated_notebooks(tmp_path, capsys):
     assert cli.main(["exercises", os.path.join(REPO, "solutions"), str(tmp_path / "ex")]) == 0
     assert sorted(p.name for p in (tmp_path / "ex").glob("*.ipynb")) == \
         sorted(p for p in os.listdir(os.path.join(REPO, "solutions")) if p.endswith(".ipynb"))
+
+
+@pytest.mark.parametrize("args,words", [
+    (["run", "--steps", "2", "--warmup", "2"], "must be below --steps"),
+    (["sweep", "--steps", "1", "--warmup", "1", "--micro-batch", "1,2"], "must be below --steps"),
+    (["sweep", "--micro-batch", "1,2", "--plot", "/no/such/folder/x.png"], "does not exist"),
+])
+def test_step_and_path_errors_come_before_any_run(args, words, capsys, tmp_path):
+    out = str(tmp_path / "s.jsonl")
+    assert cli.main(args + ["--out", out] if args[0] == "sweep" else args) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1
+    assert not os.path.exists(out)                      # nothing was run or written

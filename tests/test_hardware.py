@@ -1,4 +1,5 @@
 """The doctor: facts on this machine, the bf16 trap on a (pretend) T4, offline mode, and the T4 memory cap."""
+import json
 import time
 import types
 
@@ -115,3 +116,36 @@ def test_t4_profile_refuses_cpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="CUDA"):
         t4_profile()
+
+
+def _facts(**over):
+    base = {"type": "cuda", "name": "Tesla T4", "free_memory": 15 * 2 ** 30, "recommended_precision": "fp16",
+            "hub_reachable": True, "versions": {p: "1.0" for p in ("torch", "transformers", "peft", "bitsandbytes",
+                                                                   "accelerate")}}
+    base.update(over)
+    return base
+
+
+def test_preflight_verdicts():
+    from labkit.hardware import preflight
+    ready, lines = preflight(_facts())
+    assert ready and lines[-1] == "READY: GPU lessons with the real model"
+    ready, lines = preflight(_facts(hub_reachable=False))
+    assert ready and "shape-only" in lines[-1]
+    ready, lines = preflight(_facts(type="cpu", free_memory=None))
+    assert ready and lines[-1] == "READY: CPU lessons with the tiny stand-in"
+    ready, lines = preflight(_facts(versions={"torch": "2.5", "transformers": "4.57", "peft": None,
+                                              "bitsandbytes": None, "accelerate": "1.0"}))
+    assert not ready and "missing: peft, bitsandbytes" in lines[0] and lines[-1].startswith("NOT READY")
+    ready, lines = preflight(_facts(free_memory=3 * 2 ** 30))
+    assert ready and any("restart the runtime" in line for line in lines)
+
+
+def test_doctor_check_exit_codes(monkeypatch, capsys):
+    from labkit import cli, hardware
+    monkeypatch.setattr(hardware, "device_facts", lambda *a, **k: _facts())
+    assert cli.main(["doctor", "--check"]) == 0
+    assert capsys.readouterr().out.strip().endswith("READY: GPU lessons with the real model")
+    monkeypatch.setattr(hardware, "device_facts", lambda *a, **k: _facts(versions={"torch": "2.5"}))
+    assert cli.main(["doctor", "--check", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["ready"] is False

@@ -24,6 +24,9 @@ REQUIRED = ["00_start_here", "01_where_memory_goes", "02_gradient_checkpointing"
 MACHINE_PATHS = re.compile(r"(/work/|/root/|/home/|/tmp/|/Users/|[A-Z]:\\\\Users)")
 TOKENS = re.compile(r"(hf_[A-Za-z0-9]{30,}|ghp_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|sk-[A-Za-z0-9]{30,})")
 IDS = [p.name for p in NOTEBOOKS]
+# every committed notebook, lessons, solutions and generated exercises alike
+ALL_NOTEBOOKS = NOTEBOOKS + sorted((ROOT / "solutions").glob("*.ipynb")) + sorted((ROOT / "exercises").glob("*.ipynb"))
+ALL_IDS = [f"{p.parent.name}/{p.name}" for p in ALL_NOTEBOOKS]
 
 
 def rel(path: Path) -> str:
@@ -80,7 +83,7 @@ def test_setup_cell_installs_only_on_colab_and_leaves_torch_alone(path, monkeypa
     exec(compile(setup.source, str(path), "exec"), {"__name__": "__main__"})   # here (not Colab): does nothing
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=ALL_IDS)
 def test_outputs_stripped_except_on_pinned_cells(path):
     """nbval compares a `# NBVAL_CHECK_OUTPUT` cell with its committed output, and never compares a cell committed
     unrun: so pinned cells keep their (deterministic) output, every other cell is committed stripped."""
@@ -95,7 +98,7 @@ def test_outputs_stripped_except_on_pinned_cells(path):
                 "commit unpinned cells with outputs stripped (nbval runs them in CI)"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=ALL_IDS)
 def test_no_machine_paths_tokens_or_errors(path):
     text = path.read_text(encoding="utf-8")
     assert not TOKENS.search(text), "a notebook holds something that looks like a token"

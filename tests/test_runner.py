@@ -108,3 +108,56 @@ def test_accumulated_gradients_equal_the_big_batch():
     for a, b in zip(g_big, g_acc):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     assert max((a - b).abs().max().item() for a, b in zip(g_big, g_naive)) > 1e-4
+
+
+def test_a_gpu_budget_is_refused_and_the_t4_profile_labels_runs(monkeypatch):
+    from labkit import hardware
+    cuda = {"type": "cuda", "name": "NVIDIA H100 80GB HBM3", "capability": [9, 0], "total_memory": 85 * 2 ** 30}
+    monkeypatch.setattr(runner, "pick_device", lambda d=None: "cuda")
+    monkeypatch.setattr(runner, "device_summary", lambda d: cuda)
+    with pytest.raises(ValueError, match="on a GPU the real limit applies"):
+        runner.measure_run(RunConfig(**SMALL, memory_budget_gb=1), steps=1, warmup=0)
+    assert runner.run_precision(RunConfig(), cuda) == "bf16" and runner.device_labels(cuda) == []
+    monkeypatch.setattr(hardware, "_T4_PROFILE", True)
+    assert runner.run_precision(RunConfig(), cuda) == "fp16"          # as a T4 would
+    assert runner.device_labels(cuda) == ["t4-profile"]
+    with pytest.raises(ValueError, match="not native"):
+        runner.run_precision(RunConfig(precision="bf16"), cuda)
+
+
+def test_optimizer_and_schedule_step_once_per_accumulation_cycle(monkeypatch):
+    """3 optimizer steps × 4 micro-batches: 12 forward/backward passes, 3 optimizer and scheduler steps."""
+    counts = {"fb": 0, "opt": 0, "sched": 0}
+    real_fb, real_opt, real_sched = runner.forward_backward, runner.make_optimizer, runner.make_scheduler
+
+    def fb(*a, **k):
+        counts["fb"] += 1
+        return real_fb(*a, **k)
+
+    def make_opt(model, cfg):
+        opt = real_opt(model, cfg)
+        step = type(opt).step                  # patched on the class: the LR scheduler wraps opt.step itself
+
+        def counted(self, *a, **k):
+            counts["opt"] += 1
+            return step(self, *a, **k)
+        monkeypatch.setattr(type(opt), "step", counted)
+        return opt
+
+    def make_sched(opt, steps):
+        sched = real_sched(opt, steps)
+        step = sched.step
+
+        def counted(*a, **k):
+            counts["sched"] += 1
+            return step(*a, **k)
+        sched.step = counted
+        return sched
+
+    monkeypatch.setattr(runner, "forward_backward", fb)
+    monkeypatch.setattr(runner, "make_optimizer", make_opt)
+    monkeypatch.setattr(runner, "make_scheduler", make_sched)
+    rec = runner.measure_run(RunConfig(seq_len=64, micro_batch=1, grad_accum=4), steps=3, warmup=1)
+    assert rec["status"] == "ok", rec["error"]
+    assert counts == {"fb": 12, "opt": 3, "sched": 3}
+    assert len(rec["measured"]["loss"]) == 3                          # loss logged per optimizer step

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from labkit.config import RunConfig
-from labkit.sweep import grid, load_records, record_key, run_sweep
+from labkit.sweep import grid, load_records, record_key, run_key, run_sweep
 
 BASE = RunConfig(model="tiny", seq_len=64, precision="fp32")
 
@@ -44,17 +44,17 @@ def test_append_and_resume(tmp_path):
     calls = []
     records = run_sweep(configs[:2], out, steps=1, warmup=0, progress=False, runner=fake_runner(calls))
     assert len(calls) == 2 and len(records) == 2
-    assert [record_key(r) for r in load_records(out)] == [c.key() for c in configs[:2]]
+    assert [record_key(r) for r in load_records(out)] == [run_key(c.key(), 1, 0) for c in configs[:2]]
     assert records[0]["steps"] == 1 and records[0]["warmup"] == 0
 
     # resume: only the new config runs; all three come back in order
-    records = run_sweep(configs, out, progress=False, runner=fake_runner(calls))
+    records = run_sweep(configs, out, steps=1, warmup=0, progress=False, runner=fake_runner(calls))
     assert calls == [c.key() for c in configs]
     assert [r["config"]["micro_batch"] for r in records] == [1, 2, 3]
     assert len(load_records(out)) == 3
 
     # no resume: everything runs again, appended (nothing is overwritten)
-    run_sweep(configs[:1], out, resume=False, progress=False, runner=fake_runner(calls))
+    run_sweep(configs[:1], out, steps=1, warmup=0, resume=False, progress=False, runner=fake_runner(calls))
     assert len(calls) == 4 and len(load_records(out)) == 4
 
 
@@ -152,3 +152,14 @@ def test_real_tiny_sweep(tmp_path):
     calls = []
     again = run_sweep(configs, out, steps=1, warmup=0, progress=False, runner=fake_runner(calls))
     assert calls == [] and again == load_records(out)
+
+
+def test_resume_does_not_replay_runs_made_with_other_settings(tmp_path):
+    out = tmp_path / "s.jsonl"
+    configs = grid(BASE, {"micro_batch": [1, 2]})
+    calls = []
+    run_sweep(configs, out, steps=1, warmup=0, progress=False, runner=fake_runner(calls))
+    run_sweep(configs, out, steps=1, warmup=0, progress=False, runner=fake_runner(calls))
+    assert len(calls) == 2                                   # same settings: replayed from the file
+    run_sweep(configs, out, steps=3, warmup=1, progress=False, runner=fake_runner(calls))
+    assert len(calls) == 4                                   # more steps: run again, not replayed

@@ -100,6 +100,11 @@ def test_predict_returns_the_record_fields():
         assert isinstance(out[key], (int, float)) and out[key] > 0, key
     assert out["peak"] > out["weights"] + out["activations"] + out["logits"]
     assert theory.step_time_at_peak(65e12, "Tesla T4", "fp16") == pytest.approx(1.0)
+    assert theory.step_time_at_peak(756e12, "NVIDIA H100 PCIe", "bf16") == pytest.approx(1.0)
+    assert theory.step_time_at_peak(989e12, "NVIDIA H100 80GB HBM3", "bf16") == pytest.approx(1.0)
+    for unknown in ("NVIDIA L40S", "NVIDIA A10G", "Tesla V100"):
+        assert theory.step_time_at_peak(1e12, unknown, "fp16") is None, unknown
+    assert theory.step_time_at_peak(1e12, "Tesla T4", "bf16") is None            # no bf16 peak on a T4
     assert theory.step_time_at_peak(1e12, None, "fp32") is None
     with pytest.raises(ValueError):
         theory.predict(PRESETS["tiny"].shape, RunConfig(), "auto")
