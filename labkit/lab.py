@@ -318,7 +318,9 @@ class Lab(W.VBox):
         return self.base.replace(**changes)
 
     def set(self, **values) -> "Lab":
-        """Set controls by RunConfig field name: lab.set(gradient_checkpointing=False, micro_batch=4)."""
+        """Set controls by RunConfig field name: lab.set(gradient_checkpointing=False, micro_batch=4).
+        Every value is checked before any is applied, so a bad one leaves the lab as it was."""
+        checked = []
         for name, value in values.items():
             if name not in self.controls:
                 raise ValueError(f"the lab has no control {name!r}; controls: {', '.join(self.controls)}")
@@ -331,8 +333,13 @@ class Lab(W.VBox):
                 if value not in values_ok:
                     raise ValueError(f"{name}={value!r} is not offered here; choices: {values_ok}"
                                      + (f" ({'; '.join(self.precision_notes)})" if name == "precision" else ""))
-            elif isinstance(widget, W.IntSlider) and not widget.min <= value <= widget.max:
-                raise ValueError(f"{name}={value!r} is outside {widget.min}..{widget.max}")
+            elif isinstance(widget, W.IntSlider):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ValueError(f"{name} must be an integer, got {value!r}")
+                if not widget.min <= value <= widget.max:
+                    raise ValueError(f"{name}={value!r} is outside {widget.min}..{widget.max}")
+            checked.append((widget, value))
+        for widget, value in checked:
             widget.value = value
         return self
 

@@ -365,3 +365,12 @@ def test_a_record_that_cannot_be_shown_is_a_message_not_a_traceback(monkeypatch)
     assert len(lab.history) == 1
     assert "run 1 is in the history but could not be shown: KeyError" in lab.messages[-1]
     assert not lab.run_button.disabled
+
+
+def test_set_checks_every_value_before_applying_any():
+    from labkit.lab import lab
+    the_lab = lab()
+    before = {k: w.value for k, w in the_lab.controls.items()}
+    with pytest.raises(ValueError, match="must be an integer"):
+        the_lab.set(gradient_checkpointing=not before["gradient_checkpointing"], micro_batch="4")
+    assert {k: w.value for k, w in the_lab.controls.items()} == before
