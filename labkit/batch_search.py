@@ -15,8 +15,8 @@ import torch
 from labkit import data, measure
 from labkit.config import RunConfig
 from labkit.models import load_model, tokenizer_for
-from labkit.runner import (GiB, SimulatedOOM, device_labels, device_summary, forward_backward, free_memory,
-                           label_tokens, pick_device, run_precision)
+from labkit.runner import (SimulatedOOM, budget_labels, check_budget, forward_backward, free_memory, label_tokens,
+                           run_setup)
 
 
 def search_largest(fits, lo: int = 1, hi: int = 64) -> tuple[int | None, list[tuple[int, bool]]]:
@@ -55,16 +55,10 @@ def largest_micro_batch(cfg: RunConfig, lo: int = 1, hi: int = 64, device: str |
                         weights: str = "auto") -> dict:
     """Search the largest micro-batch for this config. Returns {"best", "trail", "labels", "device"}; each trail
     entry: {"micro_batch", "status" ("ok"/"oom"), "peak_allocated_bytes", "saved_activation_bytes", "error"}."""
-    device = pick_device(device)
-    dev = device_summary(device)
-    precision = run_precision(cfg, dev)
+    device, dev, precision, labels = run_setup(cfg, device)
+    labels += budget_labels(cfg, dev)
     model, src = load_model(cfg, precision, device, weights)
-    labels = device_labels(dev)
     labels += ["shape-only"] if src.kind == "shape-only" else []
-    if cfg.memory_budget_gb is not None:
-        if dev["type"] == "cuda":
-            raise ValueError("memory_budget_gb simulates an OOM on a CPU; on a GPU the real limit applies")
-        labels.append("budget-simulated")
     tokenizer = tokenizer_for(src)
     texts = data.course_texts()
     resident = sum(measure.resident_bytes(model).values())
@@ -79,8 +73,7 @@ def largest_micro_batch(cfg: RunConfig, lo: int = 1, hi: int = 64, device: str |
 
         def over_budget(saved: int) -> None:
             entry["saved_activation_bytes"] = saved
-            if cfg.memory_budget_gb is not None and resident + saved > cfg.memory_budget_gb * GiB:
-                raise SimulatedOOM(f"resident + saved = {(resident + saved) / GiB:.3f} GiB > budget")
+            check_budget(cfg, resident + saved, "resident + saved activations")
 
         try:
             measure.reset_cuda_peak(device)

@@ -10,7 +10,7 @@ import datetime
 import labkit
 from labkit import theory
 from labkit.config import RunConfig, rule_warnings
-from labkit.runner import device_labels, device_summary, measure_run, pick_device, run_precision
+from labkit.runner import measure_run, run_setup
 from labkit.shapes import resolve_shape
 
 MEASURED_KEYS = ("saved_activation_bytes", "peak_allocated_bytes", "peak_reserved_bytes", "step_time_s",
@@ -62,10 +62,9 @@ def run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = No
 def estimate(cfg: RunConfig, device: str | None = None, padding_mask: bool = True) -> dict:
     """Theory only (no model is loaded); every measured field is None and the record is labelled "theory-only"."""
     resolve_shape(cfg.model)
-    device = pick_device(device)
-    dev = device_summary(device)
-    precision = run_precision(cfg, dev)
+    device, dev, precision, labels = run_setup(cfg, device)
     measured = {"resolved": {"precision": precision, "device": device}, "model_source": None,
-                "labels": ["theory-only"] + [x for x in device_labels(dev) if x == "t4-profile"], "status": "ok", "error": None, "device": dev,
+                "labels": ["theory-only"] + [x for x in labels if x == "t4-profile"],   # nothing measured on it
+                "status": "ok", "error": None, "device": dev,
                 "measured": {k: None for k in MEASURED_KEYS}}
     return _record(cfg, measured, _theory(cfg, precision, dev, padding_mask))

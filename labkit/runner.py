@@ -67,6 +67,23 @@ def device_labels(dev: dict) -> list[str]:
     return ["t4-profile"] if hardware.t4_profile_active() else []
 
 
+def run_setup(cfg: RunConfig, device: str | None = None) -> tuple[str, dict, str, list[str]]:
+    """Where and how a run happens: (device, its summary, the precision used, the labels that follow)."""
+    device = pick_device(device)
+    dev = device_summary(device)
+    return device, dev, run_precision(cfg, dev), device_labels(dev)
+
+
+def budget_labels(cfg: RunConfig, dev: dict) -> list[str]:
+    """A memory budget simulates OOMs on a CPU, labelled so; on a GPU the real limit applies, so it is refused."""
+    if cfg.memory_budget_gb is None:
+        return []
+    if dev["type"] == "cuda":
+        raise ValueError("memory_budget_gb simulates an OOM on a CPU; on a GPU the real limit applies "
+                         "(cap a big GPU to a T4's memory with labkit.hardware.t4_profile())")
+    return ["budget-simulated"]
+
+
 def free_memory() -> None:
     """What to do after an OOM: drop the references (done by the caller), collect, return cached blocks."""
     gc.collect()
@@ -102,7 +119,7 @@ def label_tokens(batch: dict) -> int:
     return int((batch["labels"][:, 1:] != -100).sum())
 
 
-def _check_budget(cfg: RunConfig, bytes_in_use: int, what: str) -> None:
+def check_budget(cfg: RunConfig, bytes_in_use: int, what: str) -> None:
     if cfg.memory_budget_gb is not None and bytes_in_use > cfg.memory_budget_gb * GiB:
         raise SimulatedOOM(f"simulated OOM: {what} = {bytes_in_use / GiB:.3f} GiB measured > budget "
                            f"{cfg.memory_budget_gb:g} GiB")
@@ -141,15 +158,11 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
         raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup < steps:
         raise ValueError(f"warmup must be an integer in [0, steps), got {warmup!r}")
-    device = pick_device(device)
-    dev = device_summary(device)
-    precision = run_precision(cfg, dev)
-    if cfg.memory_budget_gb is not None and dev["type"] == "cuda":
-        raise ValueError("memory_budget_gb simulates an OOM on a CPU; on a GPU the real limit applies "
-                         "(cap a big GPU to a T4's memory with labkit.hardware.t4_profile())")
+    device, dev, precision, labels = run_setup(cfg, device)
+    labels += budget_labels(cfg, dev)
     result = {
         "resolved": {"precision": precision, "device": device},
-        "device": dev, "labels": device_labels(dev),
+        "device": dev, "labels": labels,
         "model_source": None, "status": "ok", "error": None,
         "measured": {"saved_activation_bytes": None, "peak_allocated_bytes": None, "peak_reserved_bytes": None,
                      "peak_allocated_per_step": None, "cuda_context_bytes": None, "step_time_s": None,
@@ -164,8 +177,6 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
         result["model_source"] = src.kind
         if src.kind == "shape-only":
             result["labels"].append("shape-only")
-        if cfg.memory_budget_gb is not None and dev["type"] == "cpu":
-            result["labels"].append("budget-simulated")
         if cfg.optim == "paged_adamw_8bit" and dev["type"] == "cpu":
             result["labels"].append("paging-off-on-cpu")       # bitsandbytes falls back to non-paged on a CPU
         tokenizer = tokenizer_for(src)
@@ -178,7 +189,7 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
         measure.reset_cuda_peak(device)
         m["cuda_context_bytes"] = measure.cuda_context_bytes(device)
         resident = measure.resident_bytes(model)
-        _check_budget(cfg, resident["quantized_weights"] + resident["unquantized_weights"] + resident["lora"],
+        check_budget(cfg, resident["quantized_weights"] + resident["unquantized_weights"] + resident["lora"],
                       "weights + adapters")
 
         if progress:
@@ -196,7 +207,7 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
                     if first:
                         m["batch_has_padding"] = bool((batch["attention_mask"] == 0).any())
                     loss, saved = forward_backward(model, batch, n_items, device, precision, scaler, meter=first,
-                                                   budget_check=lambda b: _check_budget(
+                                                   budget_check=lambda b: check_budget(
                                                        cfg, sum(resident.values()) + b, "resident + saved activations"))
                     if first:
                         m["saved_activation_bytes"] = saved
@@ -217,7 +228,7 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
                 resident = measure.resident_bytes(model, optimizer)
                 resident["gradients"] = grads
                 m["resident"] = resident
-                _check_budget(cfg, sum(resident.values()) + (m["saved_activation_bytes"] or 0),
+                check_budget(cfg, sum(resident.values()) + (m["saved_activation_bytes"] or 0),
                               "resident + gradients + optimizer + saved activations")
             if bar is not None:
                 bar.update(1)

@@ -17,7 +17,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from labkit import data, measure
 from labkit.config import RunConfig
 from labkit.models import NON_REENTRANT, load_model, tokenizer_for
-from labkit.runner import device_labels, device_summary, free_memory, pick_device, run_precision
+from labkit.runner import free_memory, run_setup
 
 OPTIM_NAMES = {"adamw": "adamw_torch", "paged_adamw_8bit": "paged_adamw_8bit"}
 
@@ -101,9 +101,7 @@ def train_with_trainer(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: 
     """Run `steps` optimizer steps through HF Trainer and measure them like `runner.measure_run`."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1 or not 0 <= warmup < steps:
         raise ValueError(f"need steps ≥ 1 and 0 ≤ warmup < steps, got steps={steps!r}, warmup={warmup!r}")
-    device = pick_device(device)
-    dev = device_summary(device)
-    precision = run_precision(cfg, dev)
+    device, dev, precision, labels = run_setup(cfg, device)
     model, src = load_model(cfg, precision, device, weights)
     tokenizer = tokenizer_for(src)
     rows = train_dataset(tokenizer, cfg, steps * cfg.grad_accum * cfg.micro_batch)
@@ -120,7 +118,7 @@ def train_with_trainer(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: 
     median = statistics.median(times[warmup:])
     result = {
         "resolved": {"precision": precision, "device": device}, "device": dev, "model_source": src.kind,
-        "labels": device_labels(dev) + (["shape-only"] if src.kind == "shape-only" else []),
+        "labels": labels + (["shape-only"] if src.kind == "shape-only" else []),
         "measured": {"step_time_s": median, "step_times_s": times, "loss": callback.losses,
                      "tokens_per_s": cfg.micro_batch * cfg.seq_len * cfg.grad_accum / median,
                      "peak_allocated_bytes": None, "peak_reserved_bytes": None},
