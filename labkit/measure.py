@@ -58,7 +58,8 @@ class SavedTensorMeter:
                 self.bytes += k[3]
                 if self.tensors is not None:
                     self.tensors.append((tuple(t.shape), t.dtype, k[3]))
-        return t
+        return t.detach()   # the same storage without a grad_fn: returning t itself would form a reference
+                            # cycle through the autograd graph that only backward breaks (a failed forward never does)
 
     def __enter__(self):
         self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
