@@ -15,8 +15,8 @@ import torch
 from labkit import data, measure
 from labkit.config import RunConfig
 from labkit.models import load_model, tokenizer_for
-from labkit.runner import (SimulatedOOM, budget_labels, check_budget, forward_backward, free_memory, label_tokens,
-                           run_setup)
+from labkit.runner import (SimulatedOOM, budget_labels, check_budget, forward_backward, free_memory,
+                           is_cpu_allocation_failure, label_tokens, release_failure, run_setup)
 
 
 def search_largest(fits, lo: int = 1, hi: int = 64) -> tuple[int | None, list[tuple[int, bool]]]:
@@ -81,9 +81,12 @@ def largest_micro_batch(cfg: RunConfig, lo: int = 1, hi: int = 64, device: str |
                              budget_check=over_budget)
             entry["peak_allocated_bytes"] = measure.cuda_peaks(device)["peak_allocated_bytes"]
             return True
-        except (torch.OutOfMemoryError, SimulatedOOM) as e:
-            entry["status"], entry["error"] = "oom", str(e).splitlines()[0]
-            return False
+        except BaseException as e:
+            release_failure(e)                     # the failed probe's activations and graph go with its frames
+            if isinstance(e, (torch.OutOfMemoryError, SimulatedOOM)) or is_cpu_allocation_failure(e):
+                entry["status"], entry["error"] = "oom", str(e).splitlines()[0]
+                return False
+            raise                                  # not a memory failure: the search ends, holding nothing
         finally:
             del batch
             model.zero_grad(set_to_none=True)      # drop gradients of a half-done step

@@ -14,7 +14,7 @@ from labkit.runner import measure_run, run_setup
 from labkit.shapes import resolve_shape
 
 MEASURED_KEYS = ("saved_activation_bytes", "peak_allocated_bytes", "peak_reserved_bytes", "step_time_s",
-                 "tokens_per_s", "loss", "resident")
+                 "tokens_per_s", "loss", "resident", "allocated_before_bytes", "allocated_before_source")
 
 
 def _theory(cfg: RunConfig, precision: str, device: dict, padding_mask: bool) -> dict:
@@ -33,7 +33,7 @@ def _record(cfg: RunConfig, measured_part: dict, theory_part: dict) -> dict:
         "resolved": measured_part["resolved"],
         "model_source": measured_part["model_source"],
         "labels": measured_part["labels"],
-        "warnings": rule_warnings(cfg),
+        "warnings": rule_warnings(cfg) + measured_part.get("warnings", []),
         "theory": theory_part,
         "measured": measured_part["measured"],
         "status": measured_part["status"],

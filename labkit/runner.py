@@ -14,8 +14,14 @@ GradScaler; bf16 under autocast without one; fp32 plain.
 
 Measured per run: saved activations of the first micro-batch (hooks on that forward only), resident tensor sizes,
 CUDA peaks per step, median step time after the warm-up steps (hooks are off then), tokens/s, loss per optimizer
-step. An OOM (`torch.OutOfMemoryError`, or a CPU run over its declared budget) ends the run with status "oom";
-memory is freed and the process carries on.
+step. An OOM (`torch.OutOfMemoryError`, a CPU allocation failure, or a CPU run over its declared budget) ends the
+run with status "oom"; memory is freed and the process carries on.
+
+A failed run leaves nothing behind. Python keeps a failed call's frames alive through the exception's traceback
+(and IPython keeps the last traceback for good), and those frames hold the model, the batch and the half-built
+autograd graph. So every failure path clears the frames below the runner (`release_failure`) before the memory is
+given back, and the record says how much was already held when the run began (`allocated_before_bytes`): a
+learner who keeps a model in a notebook variable sees why the peak is higher.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import gc
 import math
 import statistics
 import traceback
+import types
 
 import torch
 
@@ -32,6 +39,8 @@ from labkit.config import RunConfig, resolve_precision
 from labkit.models import TORCH_DTYPES, load_model, tokenizer_for
 
 GiB = 1024 ** 3
+MiB = 1024 ** 2
+HELD_BEFORE_WARN_BYTES = 256 * MiB     # above this, a record warns that memory was already held when it began
 
 
 class SimulatedOOM(RuntimeError):
@@ -91,6 +100,34 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def release_failure(exc: BaseException | None) -> None:
+    """Drop the local variables of every finished frame in `exc`'s traceback (and in the exceptions chained to
+    it): the forward's activations, the half-built graph, the batch. Frames still running are left alone
+    (`traceback.clear_frames` skips them). After this, holding the exception holds no tensors."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
+
+
+def is_cpu_allocation_failure(exc: BaseException) -> bool:
+    """A CPU out-of-memory: torch raises a RuntimeError from its default CPU allocator, not OutOfMemoryError."""
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
+def held_before(device: str) -> dict:
+    """The `allocated_before_*` fields of a record, and a warning when the figure is large."""
+    held, source = measure.allocated_before(device)
+    out = {"allocated_before_bytes": held, "allocated_before_source": source, "warnings": [], "labels": []}
+    if held > HELD_BEFORE_WARN_BYTES:
+        out["labels"] = ["memory-held-before"]
+        out["warnings"] = [f"{held / MiB:,.0f} MiB were already in memory when this run started, and its peak "
+                           "includes them: restart the runtime, or free your own tensors (del model; "
+                           "gc.collect()) before measuring"]
+    return out
+
+
 def _autocast(device: str, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
@@ -135,8 +172,10 @@ def forward_backward(model, batch: dict, n_items: int, device: str, precision: s
     """
     saved = None
     with _autocast(device, precision):
-        if meter:
-            out, saved = measure.saved_activation_bytes(lambda: model(**batch, num_items_in_batch=n_items), model)
+        if meter:                  # a `with`, not a lambda: a closure would keep the model alive in a traceback
+            with measure.SavedTensorMeter(model) as counted:
+                out = model(**batch, num_items_in_batch=n_items)
+            saved = counted.bytes
             if budget_check is not None:
                 budget_check(saved)
         else:
@@ -151,7 +190,9 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
     """Run `steps` real optimizer steps and measure them. Returns the measured half of a record.
 
     ValueError for a bad request (steps < 1, bf16 on a GPU without it, unknown model). Any failure during the
-    run itself is a result: status "oom" or "error" with the message; memory is freed either way.
+    run itself is a result: status "oom" or "error" with the message; memory is freed either way. An interrupt
+    (KeyboardInterrupt) frees the memory too, then goes on up. With warmup 0 the median includes the first step's
+    one-off costs, and the record is labelled "time-includes-warmup".
     `on_step(step_index, steps)` is called after each optimizer step (progress bars hook in here).
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -160,103 +201,129 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
         raise ValueError(f"warmup must be an integer in [0, steps), got {warmup!r}")
     device, dev, precision, labels = run_setup(cfg, device)
     labels += budget_labels(cfg, dev)
+    held = held_before(device)
+    labels += held["labels"] + (["time-includes-warmup"] if warmup == 0 else [])
     result = {
         "resolved": {"precision": precision, "device": device},
-        "device": dev, "labels": labels,
+        "device": dev, "labels": labels, "warnings": held["warnings"],
         "model_source": None, "status": "ok", "error": None,
         "measured": {"saved_activation_bytes": None, "peak_allocated_bytes": None, "peak_reserved_bytes": None,
-                     "peak_allocated_per_step": None, "cuda_context_bytes": None, "step_time_s": None,
+                     "peak_allocated_per_step": None, "peak_reserved_per_step": None,
+                     "allocated_after_step": None, "reserved_after_step": None,
+                     "cuda_context_bytes": None, "step_time_s": None,
                      "step_times_s": None, "tokens_per_s": None, "loss": None, "resident": None,
-                     "batch_has_padding": None},
+                     "batch_has_padding": None, "allocated_before_bytes": held["allocated_before_bytes"],
+                     "allocated_before_source": held["allocated_before_source"]},
     }
     m = result["measured"]
-    model = optimizer = scheduler = scaler = None
-    bar = None
+    scope = types.SimpleNamespace()          # everything the run allocates hangs here, so one line drops it all
     try:
-        model, src = load_model(cfg, precision, device, weights)
-        result["model_source"] = src.kind
-        if src.kind == "shape-only":
-            result["labels"].append("shape-only")
-        if cfg.optim == "paged_adamw_8bit" and dev["type"] == "cpu":
-            result["labels"].append("paging-off-on-cpu")       # bitsandbytes falls back to non-paged on a CPU
-        tokenizer = tokenizer_for(src)
-        stream = data.batches(tokenizer, data.course_texts(), cfg.seq_len, cfg.micro_batch,
-                              cfg.pad_to_seq_len, seed=cfg.seed)
-        optimizer = make_optimizer(model, cfg)
-        scheduler = make_scheduler(optimizer, steps)
-        scaler = torch.amp.GradScaler(torch.device(device).type) if precision == "fp16" else None
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        measure.reset_cuda_peak(device)
-        m["cuda_context_bytes"] = measure.cuda_context_bytes(device)
-        resident = measure.resident_bytes(model)
-        check_budget(cfg, resident["quantized_weights"] + resident["unquantized_weights"] + resident["lora"],
-                      "weights + adapters")
-
-        if progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=steps, desc="QLoRA steps", unit="step", leave=False)
-        losses, times, peaks = [], [], []
-        for step in range(steps):
-            micro_batches = [{k: v.to(device) for k, v in next(stream).items()} for _ in range(cfg.grad_accum)]
-            n_items = sum(label_tokens(b) for b in micro_batches)      # normaliser for the whole cycle
-            measure.reset_cuda_peak(device)
-            step_loss = 0.0
-            with measure.timed(device, times):
-                for micro, batch in enumerate(micro_batches):
-                    first = step == 0 and micro == 0               # hooks on this one forward only
-                    if first:
-                        m["batch_has_padding"] = bool((batch["attention_mask"] == 0).any())
-                    loss, saved = forward_backward(model, batch, n_items, device, precision, scaler, meter=first,
-                                                   budget_check=lambda b: check_budget(
-                                                       cfg, sum(resident.values()) + b, "resident + saved activations"))
-                    if first:
-                        m["saved_activation_bytes"] = saved
-                    step_loss += loss
-                if scaler:
-                    scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(trainable, 1.0)         # as Trainer's max_grad_norm=1.0
-                if step == 0:
-                    grads = measure.resident_bytes(model)["gradients"]
-                (scaler.step(optimizer) if scaler else optimizer.step())
-                if scaler:
-                    scaler.update()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            losses.append(step_loss)
-            peaks.append(measure.cuda_peaks(device))                  # this step's peaks (reset per step)
-            if step == 0:
-                resident = measure.resident_bytes(model, optimizer)
-                resident["gradients"] = grads
-                m["resident"] = resident
-                check_budget(cfg, sum(resident.values()) + (m["saved_activation_bytes"] or 0),
-                              "resident + gradients + optimizer + saved activations")
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{step_loss:.3f}")
-            if on_step is not None:
-                on_step(step, steps)
-        timed_steps = times[warmup:]
-        m["step_times_s"] = times
-        m["step_time_s"] = statistics.median(timed_steps)
-        m["tokens_per_s"] = cfg.micro_batch * cfg.seq_len * cfg.grad_accum / m["step_time_s"]   # padding included
-        m["loss"] = losses
-        if dev["type"] == "cuda":
-            m["peak_allocated_per_step"] = [p["peak_allocated_bytes"] for p in peaks]
-            m["peak_allocated_bytes"] = max(p["peak_allocated_bytes"] for p in peaks)
-            m["peak_reserved_bytes"] = max(p["peak_reserved_bytes"] for p in peaks)
+        _steps(cfg, steps, warmup, device, dev, precision, weights, progress, on_step, result, scope)
     except torch.OutOfMemoryError as e:
         result["status"], result["error"] = "oom", str(e).splitlines()[0]
+        release_failure(e)
     except SimulatedOOM as e:
         result["status"], result["error"] = "oom", str(e)
         result["labels"].append("simulated-oom")
+        release_failure(e)
     except Exception as e:  # noqa: BLE001 — a failed run is a result, not a dead kernel
-        result["status"] = "error"
-        result["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
-        result["traceback"] = traceback.format_exc(limit=4)
+        if is_cpu_allocation_failure(e):
+            result["status"], result["error"] = "oom", str(e).splitlines()[0]
+        else:
+            result["status"] = "error"
+            result["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+            result["traceback"] = traceback.format_exc(limit=4)
+        release_failure(e)
+    except BaseException as e:               # KeyboardInterrupt: free what the run held, then stop as asked
+        release_failure(e)
+        raise
     finally:
+        bar = getattr(scope, "bar", None)
         if bar is not None:
             bar.close()
-        # drop every reference to tensors (adapters and their .grad, batches) before emptying the cache
-        model = optimizer = scheduler = scaler = trainable = micro_batches = batch = stream = None  # noqa: F841
+        scope.__dict__.clear()               # model, optimizer, scaler, batches, trainable params and their .grad
         free_memory()
     return result
+
+
+def _steps(cfg: RunConfig, steps: int, warmup: int, device: str, dev: dict, precision: str, weights: str,
+           progress: bool, on_step, result: dict, scope: types.SimpleNamespace) -> None:
+    """The measured loop of `measure_run`. Every tensor-holding object is kept on `scope`, never only in a local,
+    so the caller can drop them all whatever happens here."""
+    m = result["measured"]
+    scope.model, src = load_model(cfg, precision, device, weights)
+    model = scope.model
+    result["model_source"] = src.kind
+    if src.kind == "shape-only":
+        result["labels"].append("shape-only")
+    if cfg.optim == "paged_adamw_8bit" and dev["type"] == "cpu":
+        result["labels"].append("paging-off-on-cpu")       # bitsandbytes falls back to non-paged on a CPU
+    tokenizer = tokenizer_for(src)
+    scope.stream = data.batches(tokenizer, data.course_texts(), cfg.seq_len, cfg.micro_batch,
+                                cfg.pad_to_seq_len, seed=cfg.seed)
+    scope.optimizer = optimizer = make_optimizer(model, cfg)
+    scope.scheduler = scheduler = make_scheduler(optimizer, steps)
+    scope.scaler = scaler = torch.amp.GradScaler(torch.device(device).type) if precision == "fp16" else None
+    scope.trainable = trainable = [p for p in model.parameters() if p.requires_grad]
+    measure.reset_cuda_peak(device)
+    m["cuda_context_bytes"] = measure.cuda_context_bytes(device)
+    resident = measure.resident_bytes(model)
+    check_budget(cfg, resident["quantized_weights"] + resident["unquantized_weights"] + resident["lora"],
+                 "weights + adapters")
+
+    if progress:
+        from tqdm.auto import tqdm
+        scope.bar = tqdm(total=steps, desc="QLoRA steps", unit="step", leave=False)
+    losses, times, peaks, after = [], [], [], []
+    for step in range(steps):
+        scope.micro_batches = [{k: v.to(device) for k, v in next(scope.stream).items()} for _ in range(cfg.grad_accum)]
+        n_items = sum(label_tokens(b) for b in scope.micro_batches)      # normaliser for the whole cycle
+        measure.reset_cuda_peak(device)
+        step_loss = 0.0
+        with measure.timed(device, times):
+            for micro, batch in enumerate(scope.micro_batches):
+                first = step == 0 and micro == 0               # hooks on this one forward only
+                if first:
+                    m["batch_has_padding"] = bool((batch["attention_mask"] == 0).any())
+                loss, saved = forward_backward(model, batch, n_items, device, precision, scaler, meter=first,
+                                               budget_check=lambda b: check_budget(
+                                                   cfg, sum(resident.values()) + b, "resident + saved activations"))
+                if first:
+                    m["saved_activation_bytes"] = saved
+                step_loss += loss
+            if scaler:
+                scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)         # as Trainer's max_grad_norm=1.0
+            if step == 0:
+                grads = measure.resident_bytes(model)["gradients"]
+            (scaler.step(optimizer) if scaler else optimizer.step())
+            if scaler:
+                scaler.update()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        losses.append(step_loss)
+        peaks.append(measure.cuda_peaks(device))                  # this step's peaks (reset per step)
+        after.append(measure.cuda_memory_now(device))             # what stays between steps
+        if step == 0:
+            resident = measure.resident_bytes(model, optimizer)
+            resident["gradients"] = grads
+            m["resident"] = resident
+            check_budget(cfg, sum(resident.values()) + (m["saved_activation_bytes"] or 0),
+                         "resident + gradients + optimizer + saved activations")
+        bar = getattr(scope, "bar", None)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.3f}")
+        if on_step is not None:
+            on_step(step, steps)
+    m["step_times_s"] = times
+    m["step_time_s"] = statistics.median(times[warmup:])
+    m["tokens_per_s"] = cfg.micro_batch * cfg.seq_len * cfg.grad_accum / m["step_time_s"]   # padding included
+    m["loss"] = losses
+    if dev["type"] == "cuda":
+        m["peak_allocated_per_step"] = [p["peak_allocated_bytes"] for p in peaks]
+        m["peak_reserved_per_step"] = [p["peak_reserved_bytes"] for p in peaks]
+        m["peak_allocated_bytes"] = max(m["peak_allocated_per_step"])
+        m["peak_reserved_bytes"] = max(m["peak_reserved_per_step"])
+        m["allocated_after_step"] = [a["allocated_bytes"] for a in after]
+        m["reserved_after_step"] = [a["reserved_bytes"] for a in after]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import statistics
 import tempfile
+import traceback
+import types
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -17,7 +19,8 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from labkit import data, measure
 from labkit.config import RunConfig
 from labkit.models import NON_REENTRANT, load_model, tokenizer_for
-from labkit.runner import free_memory, run_setup
+from labkit.runner import (SimulatedOOM, free_memory, held_before, is_cpu_allocation_failure, release_failure,
+                           run_setup)
 
 OPTIM_NAMES = {"adamw": "adamw_torch", "paged_adamw_8bit": "paged_adamw_8bit"}
 
@@ -98,33 +101,53 @@ def train_dataset(tokenizer, cfg: RunConfig, n_rows: int) -> list[dict]:
 
 def train_with_trainer(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = None,
                        weights: str = "auto", output_dir: str | None = None) -> dict:
-    """Run `steps` optimizer steps through HF Trainer and measure them like `runner.measure_run`."""
+    """Run `steps` optimizer steps through HF Trainer and measure them like `runner.measure_run`.
+
+    A failure inside training is a result, as in the runner: status "oom" or "error", and the Trainer, its
+    accelerator, the model and the optimizer are all released before this returns."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1 or not 0 <= warmup < steps:
         raise ValueError(f"need steps ≥ 1 and 0 ≤ warmup < steps, got steps={steps!r}, warmup={warmup!r}")
     device, dev, precision, labels = run_setup(cfg, device)
-    model, src = load_model(cfg, precision, device, weights)
-    tokenizer = tokenizer_for(src)
-    rows = train_dataset(tokenizer, cfg, steps * cfg.grad_accum * cfg.micro_batch)
-    callback = MeasureCallback(device)
-    with tempfile.TemporaryDirectory() as tmp:
-        args = training_arguments(cfg, output_dir or tmp, steps, precision, dev["type"])
-        trainer = Trainer(model=model, args=args, train_dataset=rows, callbacks=[callback])
-        try:
-            trainer.train()
-        finally:
-            del trainer, model
-            free_memory()
-    times = callback.step_times
-    median = statistics.median(times[warmup:])
+    held = held_before(device)
     result = {
-        "resolved": {"precision": precision, "device": device}, "device": dev, "model_source": src.kind,
-        "labels": labels + (["shape-only"] if src.kind == "shape-only" else []),
-        "measured": {"step_time_s": median, "step_times_s": times, "loss": callback.losses,
-                     "tokens_per_s": cfg.micro_batch * cfg.seq_len * cfg.grad_accum / median,
-                     "peak_allocated_bytes": None, "peak_reserved_bytes": None},
+        "resolved": {"precision": precision, "device": device}, "device": dev, "model_source": None,
+        "labels": labels + held["labels"], "warnings": held["warnings"],
+        "measured": {"step_time_s": None, "step_times_s": None, "loss": None, "tokens_per_s": None,
+                     "peak_allocated_bytes": None, "peak_reserved_bytes": None,
+                     "allocated_before_bytes": held["allocated_before_bytes"],
+                     "allocated_before_source": held["allocated_before_source"]},
         "status": "ok", "error": None,
     }
+    callback = MeasureCallback(device)
+    scope = types.SimpleNamespace()          # the Trainer and the model hang here, so one line drops them
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            scope.model, src = load_model(cfg, precision, device, weights)
+            result["model_source"] = src.kind
+            result["labels"] += ["shape-only"] if src.kind == "shape-only" else []
+            rows = train_dataset(tokenizer_for(src), cfg, steps * cfg.grad_accum * cfg.micro_batch)
+            args = training_arguments(cfg, output_dir or tmp, steps, precision, dev["type"])
+            scope.trainer = Trainer(model=scope.model, args=args, train_dataset=rows, callbacks=[callback])
+            scope.trainer.train()
+    except BaseException as e:
+        release_failure(e)
+        if not isinstance(e, Exception):      # KeyboardInterrupt: freed below, then stop as asked
+            raise
+        oom = isinstance(e, (torch.OutOfMemoryError, SimulatedOOM)) or is_cpu_allocation_failure(e)
+        result["status"] = "oom" if oom else "error"
+        result["error"] = (str(e) if oom else f"{type(e).__name__}: {e}").splitlines()[0]
+        if not oom:
+            result["traceback"] = traceback.format_exc(limit=4)
+        return result
+    finally:
+        scope.__dict__.clear()
+        free_memory()
+    m = result["measured"]
+    m["step_times_s"] = times = callback.step_times
+    m["step_time_s"] = median = statistics.median(times[warmup:])
+    m["loss"] = callback.losses
+    m["tokens_per_s"] = cfg.micro_batch * cfg.seq_len * cfg.grad_accum / median
     if dev["type"] == "cuda" and torch.cuda.is_available():
-        result["measured"]["peak_allocated_bytes"] = max(p["peak_allocated_bytes"] for p in callback.peaks)
-        result["measured"]["peak_reserved_bytes"] = max(p["peak_reserved_bytes"] for p in callback.peaks)
+        m["peak_allocated_bytes"] = max(p["peak_allocated_bytes"] for p in callback.peaks)
+        m["peak_reserved_bytes"] = max(p["peak_reserved_bytes"] for p in callback.peaks)
     return result
