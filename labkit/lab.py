@@ -18,9 +18,10 @@ Only core ipywidgets and static PNG charts inside an `Output` are used, so the p
 Colab (ipywidgets 7 or 8) without a custom widget manager.
 
 Reference results: `labkit/reference/*.jsonl` hold records measured on some other machine. Choosing a set under
-"results from" (`use_reference(name)`) switches the model and every control to what the set recorded, so each
-combination offered has a record; Replay (`replay()`) then shows that record, every figure labelled
-"reference · measured on <device>, <date>". "live runs in this kernel" (`use_live()`) brings the live controls back.
+"results from" (`use_reference(name)`) switches the model and every control to the values the set recorded; Replay
+(`replay()`) then shows the record for the chosen combination (or names the runs one setting away when the set has
+none), every figure labelled "reference · measured on <device>, <date>". "live runs in this kernel" (`use_live()`)
+brings the live controls back.
 """
 from __future__ import annotations
 
@@ -68,8 +69,7 @@ CSV_COLUMNS = ["run", "source", "provenance", "model", "device", "precision", "g
                "micro_batch", "grad_accum", "num_gpus", "effective_batch", "seq_len", "lora_r", "status",
                "saved_activations_measured_bytes", "saved_activations_theory_bytes", "simple_rule_bytes",
                "peak_allocated_bytes", "peak_reserved_bytes", "peak_theory_bytes", "allocated_before_bytes",
-               "step_time_s", "step_flops",
-               "tokens_per_s", "labels", "error", "time"]
+               "step_time_s", "step_flops", "tokens_per_s", "labels", "error", "time"]
 
 
 # ---- small helpers ---------------------------------------------------------------------------------------------
@@ -389,7 +389,8 @@ class Lab(W.VBox):
             gc = W.Checkbox(value=start["gradient_checkpointing"], description="gradient checkpointing",
                             style=style, layout=wide(), indent=False)
         else:
-            gc = W.Dropdown(options=[("on" if v else "off", v) for v in gc_values], value=gc_values[0],
+            gc = W.Dropdown(options=[("on" if v else "off", v) for v in gc_values],
+                            value=start["gradient_checkpointing"],
                             description="gradient checkpointing", style=style, layout=wide())
         controls = {
             "gradient_checkpointing": gc,
@@ -636,6 +637,10 @@ class Lab(W.VBox):
             chosen = [copy.deepcopy(found)] if found else []
         for rec in chosen:
             self._add(rec, source="reference")
+        if chosen:
+            status = chosen[-1].get("status")
+            self.progress.bar_style = {"ok": "success"}.get(status, "danger")
+            self.progress.description = {"ok": "replayed", "oom": "OOM (replayed)"}.get(status, "replayed")
         return chosen
 
     def _find_in_set(self, name: str | None, values: dict) -> dict | None:

@@ -369,6 +369,7 @@ def test_a_replayed_gpu_record_says_where_and_when_everywhere():
     assert f"run 1: {GPU_PROVENANCE}" in lab.history_html.value
     assert lab.history_rows()[-1]["provenance"] == GPU_PROVENANCE
     assert "already in memory" not in lab.result_html.value            # not recorded in this set: nothing extra
+    assert lab.progress.description == "replayed"
 
 
 def test_a_replayed_gpu_oom_shows_as_an_oom_with_its_theory():
@@ -382,7 +383,7 @@ def test_a_replayed_gpu_oom_shows_as_an_oom_with_its_theory():
     html = lab.result_html.value
     assert "out of memory: the theory column is what this run needed" in html and "28.2 GiB" in html
     assert "— OOM" in lab.last_figure.axes[0].get_title()
-    assert lab.history_rows()[-1]["status"] == "oom"
+    assert lab.history_rows()[-1]["status"] == "oom" and lab.progress.description == "OOM (replayed)"
 
 
 def test_replay_deltas_compare_with_the_previous_record_of_the_same_set():
