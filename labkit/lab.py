@@ -17,8 +17,11 @@ errors and OOMs become messages, the button comes back, the kernel stays usable.
 Only core ipywidgets and static PNG charts inside an `Output` are used, so the panel works in JupyterLab and in
 Colab (ipywidgets 7 or 8) without a custom widget manager.
 
-Reference results: `labkit/reference/*.jsonl` hold records written by `labkit sweep` on some machine. `replay`
-adds them to the history, every figure labelled "reference · measured on <device>, <date>".
+Reference results: `labkit/reference/*.jsonl` hold records measured on some other machine. Choosing a set under
+"results from" (`use_reference(name)`) switches the model and every control to the values the set recorded; Replay
+(`replay()`) then shows the record for the chosen combination (or names the runs one setting away when the set has
+none), every figure labelled "reference · measured on <device>, <date>". "live runs in this kernel" (`use_live()`)
+brings the live controls back.
 """
 from __future__ import annotations
 
@@ -49,13 +52,24 @@ LABEL_NOTES = {
     "theory-only": "no run: theory alone",
     "t4-profile": "a bigger GPU capped at a T4's memory: T4-profile, not a T4",
     "paging-off-on-cpu": "bitsandbytes pages optimizer state only on a GPU; on the CPU it stays resident",
+    "memory-held-before": "more than 256 MiB was already in memory when the run started, and the peak includes it",
 }
+
+HELD_BEFORE_SOURCES = {"cuda-allocator": "the CUDA allocator's count: every tensor on this GPU, yours included",
+                       "live-tensors": "live tensors found in this process"}
+
+LIVE = "live runs in this kernel"     # the "results from" choice that runs in this kernel instead of replaying
+# the settings a reference record must share with the controls to be replayed for them (GPUs are arithmetic only)
+MATCHED_FIELDS = ("gradient_checkpointing", "precision", "micro_batch", "grad_accum", "seq_len", "lora_r")
+LEFT_CONTROLS = ("gradient_checkpointing", "precision", "micro_batch", "grad_accum", "num_gpus")
+FIELD_NAMES = {"gradient_checkpointing": "checkpointing", "precision": "precision", "micro_batch": "micro-batch",
+               "grad_accum": "accumulation", "num_gpus": "GPUs", "seq_len": "seq", "lora_r": "r"}
 
 CSV_COLUMNS = ["run", "source", "provenance", "model", "device", "precision", "gradient_checkpointing",
                "micro_batch", "grad_accum", "num_gpus", "effective_batch", "seq_len", "lora_r", "status",
                "saved_activations_measured_bytes", "saved_activations_theory_bytes", "simple_rule_bytes",
-               "peak_allocated_bytes", "peak_reserved_bytes", "peak_theory_bytes", "step_time_s", "step_flops",
-               "tokens_per_s", "labels", "error", "time"]
+               "peak_allocated_bytes", "peak_reserved_bytes", "peak_theory_bytes", "allocated_before_bytes",
+               "step_time_s", "step_flops", "tokens_per_s", "labels", "error", "time"]
 
 
 # ---- small helpers ---------------------------------------------------------------------------------------------
@@ -72,6 +86,14 @@ def fmt_bytes(n) -> str:
 
 def _esc(text) -> str:
     return html.escape(str(text))
+
+
+def _style() -> dict:
+    return {"description_width": "150px"}
+
+
+def _wide() -> W.Layout:
+    return W.Layout(width="340px")
 
 
 def cpu_bf16_instructions() -> bool | None:
@@ -111,12 +133,16 @@ def precision_choices(device_type: str, capability=None) -> tuple[list[tuple[str
 
 
 def provenance(record: dict) -> str:
-    """'reference · measured on Tesla T4, 2025-03-01' for a replayed record; '' otherwise."""
-    if "reference" not in (record.get("labels") or []):
+    """'reference · measured on Tesla T4, 2025-03-01' for a replayed record; '' otherwise. A run in T4 profile (a
+    bigger GPU capped at a T4's memory) says so: 'measured on NVIDIA H100 80GB HBM3 (T4 profile), 2026-11-22'."""
+    labels = record.get("labels") or []
+    if "reference" not in labels:
         return ""
     dev = record.get("device") or {}
     name = dev.get("name") or "an unknown device"
     where = f"CPU ({name})" if dev.get("type") == "cpu" else name
+    if "t4-profile" in labels:
+        where += " (T4 profile)"
     date = (record.get("time") or "unknown date")[:10]
     return f"reference · measured on {where}, {date}"
 
@@ -166,20 +192,77 @@ def _resolved_precision(record) -> str | None:
     return lookup(record, "resolved", "precision") or lookup(record, "config", "precision")
 
 
-def matches(record: dict, cfg: RunConfig) -> bool:
-    """Does a (reference) record have the lab's controlled settings? The model may differ: a GPU reference of the
-    real model answers 'what would this config do there'. "auto" precision is resolved on the record's device."""
-    c = record.get("config") or {}
-    for field in ("gradient_checkpointing", "micro_batch", "grad_accum", "seq_len", "lora_r"):
-        if c.get(field) != getattr(cfg, field):
-            return False
+def _precision_matches(record: dict, precision: str) -> bool:
+    """Was the record run with this precision? The same request matches (the record says what it resolved to:
+    "auto" under a T4 profile is fp16 even on an H100); another request is resolved on the record's device."""
+    if lookup(record, "config", "precision") == precision:
+        return True
     dev = record.get("device") or {}
     cap = tuple(dev["capability"]) if dev.get("capability") else None
     try:
-        wanted = resolve_precision(cfg.precision, dev.get("type") or "cpu", cap)
+        wanted = resolve_precision(precision, dev.get("type") or "cpu", cap)
     except ValueError:
         return False
     return _resolved_precision(record) == wanted
+
+
+def field_matches(record: dict, field: str, value) -> bool:
+    """Does the record have this value for one controlled setting?"""
+    if field == "precision":
+        return _precision_matches(record, value)
+    return (record.get("config") or {}).get(field) == value
+
+
+def matches(record: dict, cfg: RunConfig) -> bool:
+    """Does a (reference) record have the lab's controlled settings? The model may differ: a GPU reference of the
+    real model answers 'what would this config do there'. "auto" precision is resolved on the record's device."""
+    return all(field_matches(record, field, getattr(cfg, field)) for field in MATCHED_FIELDS)
+
+
+def recorded_values(pool: list[dict], field: str) -> list:
+    """The values one setting takes across a reference set, sorted."""
+    return sorted({(r.get("config") or {}).get(field) for r in pool}, key=lambda v: (v is None, v))
+
+
+def recorded_precisions(pool: list[dict]) -> list[tuple[str, str]]:
+    """The precision dropdown of a reference set: [(label, requested value)], "auto" labelled with what it became."""
+    options = []
+    for r in pool:
+        asked, got = lookup(r, "config", "precision"), _resolved_precision(r)
+        option = (f"{asked} ({got})" if asked == "auto" and got else str(asked), asked)
+        if option not in options:
+            options.append(option)
+    return options
+
+
+def closest_record(pool: list[dict], wanted: dict) -> dict:
+    """The record sharing the most of the `wanted` settings ({field: value}); the earliest among equals."""
+    return max(pool, key=lambda r: sum(field_matches(r, f, v) for f, v in wanted.items()))
+
+
+def settings_text(values: dict) -> str:
+    """'checkpointing off, precision auto, micro-batch 2, ...' for {field: value}."""
+    def shown(field, value):
+        return ("on" if value else "off") if field == "gradient_checkpointing" else value
+    return ", ".join(f"{FIELD_NAMES.get(f, f)} {shown(f, v)}" for f, v in values.items())
+
+
+def missing_combination_text(name: str, pool: list[dict], cfg: RunConfig) -> str:
+    """What to tell a learner whose settings no record of the set has: what it recorded, and the runs one setting
+    away from theirs."""
+    wanted = {f: getattr(cfg, f) for f in MATCHED_FIELDS}
+    text = (f"no run in reference set '{name}' has these settings ({settings_text(wanted)}); it recorded "
+            + _recorded_values(pool))
+    nearest = []
+    for r in pool:
+        differing = [f for f, v in wanted.items() if not field_matches(r, f, v)]
+        if len(differing) == 1:
+            f = differing[0]
+            value = _resolved_precision(r) if f == "precision" else (r.get("config") or {}).get(f)
+            nearest.append(settings_text({f: value}))
+    if nearest:
+        text += "; one setting away it has: " + ", ".join(dict.fromkeys(nearest))
+    return text
 
 
 # ---- the lab -----------------------------------------------------------------------------------------------------
@@ -187,10 +270,12 @@ class Lab(W.VBox):
     """The lab panel (an ipywidgets VBox) and its Python handle.
 
     Attributes tests and notebooks use: `controls` (dict: RunConfig field → widget), `run_button`, `progress`,
-    `readout` (effective batch), `history` (records of this kernel, oldest first), `messages` (strings, oldest
-    first), `last_delta`, `last_figure`, `chart_out`, `result_html`, `delta_html`, `history_html`.
-    Methods: `config()`, `set(**values)`, `run(**values)`, `replay(records=None, name=None)`, `to_csv(path=None)`,
-    `history_rows()`.
+    `readout` (effective batch), `reference_dropdown` ("results from": live runs or a reference set),
+    `reference_name` (the chosen set, None for live runs), `history` (records of this kernel, oldest first),
+    `messages` (strings, oldest first), `last_delta`, `last_compared_with`, `last_figure`, `chart_out`,
+    `result_html`, `delta_html`, `history_html`.
+    Methods: `config()`, `set(**values)`, `run(**values)`, `use_reference(name)`, `use_live()`,
+    `replay(records=None, name=None, **values)`, `to_csv(path=None)`, `history_rows()`.
     """
 
     def __init__(self, model: str | None = None, device: str | None = None, steps: int = 3, warmup: int = 1,
@@ -204,70 +289,50 @@ class Lab(W.VBox):
         self.model = model or (base.model if base else ("llama-3.2-1b" if on_gpu else "tiny"))
         self.base = (base or RunConfig(seq_len=512 if on_gpu else 128, micro_batch=2, grad_accum=4)
                      ).replace(model=self.model)
+        self._live_model, self._live_base = self.model, self.base
         self.steps, self.warmup, self.weights = steps, warmup, weights
         self._runner = runner
         self.history: list[dict] = []
         self.messages: list[str] = []
         self._levels: list[str] = []
         self.last_delta = "no run yet"
+        self.last_compared_with = None
         self.last_figure = None
         self.busy = False
-        self._build(on_gpu, reference)
+        self.reference_name: str | None = None
+        self.reference_pool: list[dict] = []
+        self._build(on_gpu)
+        if reference is not None:
+            try:
+                self.use_reference(reference)
+            except ValueError as e:
+                self._say("error", f"cannot replay: {e}")
 
     # -- layout ------------------------------------------------------------------------------------------------
-    def _build(self, on_gpu: bool, reference: str | None):
-        b = self.base
-        style = {"description_width": "150px"}
-        wide = W.Layout(width="340px")
-        options, self.precision_notes = precision_choices(self.facts["type"], self.facts["capability"])
-        values = [v for _, v in options]
-        seq_options = sorted({64, 128, 256, 512, 1024} | ({2048, 4096} if on_gpu else set()) | {b.seq_len})
-        r_options = sorted({4, 8, 16, 32, 64} | {b.lora_r})
-        self.controls = {
-            "gradient_checkpointing": W.Checkbox(value=b.gradient_checkpointing, description="gradient checkpointing",
-                                                 style=style, layout=wide, indent=False),
-            "precision": W.Dropdown(options=options, value=b.precision if b.precision in values else "auto",
-                                    description="precision", style=style, layout=wide),
-            "micro_batch": W.IntSlider(value=b.micro_batch, min=1, max=max(16, b.micro_batch),
-                                       description="micro-batch", style=style, layout=wide),
-            "grad_accum": W.IntSlider(value=b.grad_accum, min=1, max=max(32, b.grad_accum),
-                                      description="grad accumulation", style=style, layout=wide),
-            "num_gpus": W.Dropdown(options=sorted({1, 2, 4, 8, b.num_gpus}), value=b.num_gpus,
-                                   description="GPUs (arithmetic)", style=style, layout=wide),
-            "seq_len": W.Dropdown(options=seq_options, value=b.seq_len, description="sequence length", style=style,
-                                  layout=wide),
-            "lora_r": W.Dropdown(options=r_options, value=b.lora_r, description="LoRA rank r", style=style,
-                                 layout=wide),
-        }
-        if not on_gpu:
-            self.controls["memory_budget_gb"] = W.BoundedFloatText(
-                value=b.memory_budget_gb or 0.0, min=0.0, max=1e6, step=0.01, description="budget GiB (0 = none)",
-                style=style, layout=wide)
+    def _build(self, on_gpu: bool):
+        options, self._live_precision_notes = precision_choices(self.facts["type"], self.facts["capability"])
+        self.precision_notes = self._live_precision_notes
         self.readout = W.HTML()
-        for name in ("micro_batch", "grad_accum", "num_gpus"):
-            self.controls[name].observe(self._update_readout, names="value")
-        self._update_readout()
+        self._live_controls = self._make_live_controls(on_gpu, options)
+        self.controls = self._live_controls
 
         self.run_button = W.Button(description="Run", button_style="primary", icon="play",
                                    tooltip="run real optimizer steps with these settings")
         self.run_button.on_click(lambda _: self.run())
         self.progress = W.IntProgress(value=0, min=0, max=self.steps, description="idle",
                                       layout=W.Layout(width="340px"))
-        sets = reference_sets()
-        self.reference_dropdown = W.Dropdown(options=sets or ["(none recorded)"],
-                                             value=(reference if reference in sets else (sets[0] if sets else
-                                                                                         "(none recorded)")),
-                                             description="reference set", style=style, layout=wide)
+        self.reference_dropdown = W.Dropdown(options=[LIVE] + reference_sets(), value=LIVE,
+                                             description="results from", style=_style(), layout=_wide())
+        self.reference_dropdown.observe(self._on_source_chosen, names="value")
         self.replay_button = W.Button(description="Replay reference", icon="history",
-                                      tooltip="show the recorded result for these settings", disabled=not sets)
+                                      tooltip="show the recorded result for these settings")
         self.replay_button.on_click(lambda _: self.replay())
-        self.export_path = W.Text(value="lab_history.csv", description="CSV file", style=style, layout=wide)
+        self.export_path = W.Text(value="lab_history.csv", description="CSV file", style=_style(), layout=_wide())
         self.export_button = W.Button(description="Export CSV", icon="download")
         self.export_button.on_click(lambda _: self._export_clicked())
 
         self.banner = W.HTML(self._banner_html())
-        self.notes_html = W.HTML("".join(f"<div style='color:#555;font-size:90%'>· {_esc(n)}</div>"
-                                         for n in self.precision_notes))
+        self.notes_html = W.HTML(self._notes_html())
         self.messages_html = W.HTML()
         self.delta_html = W.HTML()
         self.result_html = W.HTML()
@@ -275,20 +340,104 @@ class Lab(W.VBox):
         self.history_html = W.HTML()
         self._render_history()
 
-        left = W.VBox([self.controls[k] for k in ("gradient_checkpointing", "precision", "micro_batch", "grad_accum",
-                                                   "num_gpus")] + [self.readout])
-        right = W.VBox([self.controls[k] for k in self.controls if k not in
-                        ("gradient_checkpointing", "precision", "micro_batch", "grad_accum", "num_gpus")]
-                       + [self.notes_html])
+        self._left, self._right = W.VBox(), W.VBox()
+        self._place_controls()
+        self._sync_buttons()
         actions = W.HBox([self.run_button, self.progress])
         replay_row = W.HBox([self.reference_dropdown, self.replay_button])
         export_row = W.HBox([self.export_path, self.export_button])
-        self.children = (self.banner, W.HBox([left, right]), actions, replay_row, self.messages_html,
+        self.children = (self.banner, W.HBox([self._left, self._right]), actions, replay_row, self.messages_html,
                          self.delta_html, W.HBox([self.chart_out, self.result_html]), self.history_html, export_row)
+
+    def _make_live_controls(self, on_gpu: bool, precision_options) -> dict:
+        """The controls for runs in this kernel: every value this device can run."""
+        b, style, wide = self.base, _style(), _wide
+        values = [v for _, v in precision_options]
+        seq_options = sorted({64, 128, 256, 512, 1024} | ({2048, 4096} if on_gpu else set()) | {b.seq_len})
+        r_options = sorted({4, 8, 16, 32, 64} | {b.lora_r})
+        controls = {
+            "gradient_checkpointing": W.Checkbox(value=b.gradient_checkpointing, description="gradient checkpointing",
+                                                 style=style, layout=wide(), indent=False),
+            "precision": W.Dropdown(options=precision_options, value=b.precision if b.precision in values else "auto",
+                                    description="precision", style=style, layout=wide()),
+            "micro_batch": W.IntSlider(value=b.micro_batch, min=1, max=max(16, b.micro_batch),
+                                       description="micro-batch", style=style, layout=wide()),
+            "grad_accum": W.IntSlider(value=b.grad_accum, min=1, max=max(32, b.grad_accum),
+                                      description="grad accumulation", style=style, layout=wide()),
+            "num_gpus": W.Dropdown(options=sorted({1, 2, 4, 8, b.num_gpus}), value=b.num_gpus,
+                                   description="GPUs (arithmetic)", style=style, layout=wide()),
+            "seq_len": W.Dropdown(options=seq_options, value=b.seq_len, description="sequence length", style=style,
+                                  layout=wide()),
+            "lora_r": W.Dropdown(options=r_options, value=b.lora_r, description="LoRA rank r", style=style,
+                                 layout=wide()),
+        }
+        if not on_gpu:
+            controls["memory_budget_gb"] = W.BoundedFloatText(
+                value=b.memory_budget_gb or 0.0, min=0.0, max=1e6, step=0.01, description="budget GiB (0 = none)",
+                style=style, layout=wide())
+        self._watch_readout(controls)
+        return controls
+
+    def _make_reference_controls(self, pool: list[dict]) -> dict:
+        """The controls for replaying a set: each offers only the values the set recorded, starting from the
+        recorded run closest to the live settings."""
+        style, wide = _style(), _wide
+        live = {f: self._live_controls[f].value for f in MATCHED_FIELDS + ("num_gpus",)}
+        start = closest_record(pool, live)["config"]
+        gc_values = recorded_values(pool, "gradient_checkpointing")
+        if gc_values == [False, True]:
+            gc = W.Checkbox(value=start["gradient_checkpointing"], description="gradient checkpointing",
+                            style=style, layout=wide(), indent=False)
+        else:
+            gc = W.Dropdown(options=[("on" if v else "off", v) for v in gc_values],
+                            value=start["gradient_checkpointing"],
+                            description="gradient checkpointing", style=style, layout=wide())
+        controls = {
+            "gradient_checkpointing": gc,
+            "precision": W.Dropdown(options=recorded_precisions(pool), value=start["precision"],
+                                    description="precision", style=style, layout=wide()),
+            "micro_batch": W.SelectionSlider(options=recorded_values(pool, "micro_batch"),
+                                             value=start["micro_batch"], description="micro-batch", style=style,
+                                             layout=wide()),
+            "grad_accum": W.SelectionSlider(options=recorded_values(pool, "grad_accum"), value=start["grad_accum"],
+                                            description="grad accumulation", style=style, layout=wide()),
+            "num_gpus": W.Dropdown(options=recorded_values(pool, "num_gpus"), value=start["num_gpus"],
+                                   description="GPUs (arithmetic)", style=style, layout=wide()),
+            "seq_len": W.Dropdown(options=recorded_values(pool, "seq_len"), value=start["seq_len"],
+                                  description="sequence length", style=style, layout=wide()),
+            "lora_r": W.Dropdown(options=recorded_values(pool, "lora_r"), value=start["lora_r"],
+                                 description="LoRA rank r", style=style, layout=wide()),
+        }
+        self._watch_readout(controls)
+        return controls
+
+    def _watch_readout(self, controls: dict):
+        for name in ("micro_batch", "grad_accum", "num_gpus"):
+            controls[name].observe(self._update_readout, names="value")
+
+    def _place_controls(self):
+        self._left.children = [self.controls[k] for k in LEFT_CONTROLS] + [self.readout]
+        self._right.children = ([w for k, w in self.controls.items() if k not in LEFT_CONTROLS]
+                                + [self.notes_html])
+        self._update_readout()
+
+    def _sync_buttons(self):
+        replaying = self.reference_name is not None
+        self.run_button.disabled = self.busy or replaying
+        self.run_button.tooltip = ("nothing runs while a reference set is chosen: choose 'live runs in this "
+                                   "kernel' under 'results from'" if replaying else
+                                   "run real optimizer steps with these settings")
+        self.replay_button.disabled = self.busy or not replaying
+        self.reference_dropdown.disabled = self.busy
 
     def _banner_html(self) -> str:
         f = self.facts
-        if f["type"] == "cuda":
+        if self.reference_name is not None:
+            where = ", ".join(dict.fromkeys(r["provenance"] for r in self.reference_pool))
+            where = (f"<b>Replaying reference set</b> <code>{_esc(self.reference_name)}</code> · model "
+                     f"<b>{_esc(self.model)}</b> · {_esc(where)}. Nothing runs in this kernel: the controls offer "
+                     f"what the set recorded. Choose “{_esc(LIVE)}” under “results from” to run here.")
+        elif f["type"] == "cuda":
             cc = ".".join(map(str, f["capability"] or []))
             mem = fmt_bytes(f["total_memory"])
             where = (f"GPU: <b>{_esc(f['name'])}</b> (compute capability {cc}, {mem}) · model "
@@ -299,6 +448,17 @@ class Lab(W.VBox):
                      "CPU times. To see a GPU, replay a reference set recorded on one.")
         return f"<h4 style='margin:4px 0'>QLoRA Memory Lab</h4><div>{where}</div>"
 
+    def _notes_html(self) -> str:
+        if self.reference_name is None:
+            notes = self.precision_notes
+        else:
+            pool = self.reference_pool
+            ooms = sum(r.get("status") == "oom" for r in pool)
+            labels = dict.fromkeys(x for r in pool for x in r.get("labels") or [] if x in LABEL_NOTES)
+            notes = ([f"the set recorded {len(pool)} runs, {ooms} of them out of memory"]
+                     + [f"{x}: {LABEL_NOTES[x]}" for x in labels])
+        return "".join(f"<div style='color:#555;font-size:90%'>· {_esc(n)}</div>" for n in notes)
+
     def _update_readout(self, *_):
         c = self.controls
         try:
@@ -308,6 +468,48 @@ class Lab(W.VBox):
         except ValueError as e:
             text = f"effective batch: {_esc(e)}"
         self.readout.value = text
+
+    # -- live runs or a reference set ----------------------------------------------------------------------------
+    def use_reference(self, name: str) -> "Lab":
+        """Replay the reference set `name`: the model and the controls switch to what it recorded, Run gives way
+        to Replay. The same as choosing it under "results from". ValueError for a set that is not recorded."""
+        names = reference_sets()
+        if name not in names:
+            raise ValueError(f"unknown reference set {name!r}; recorded sets: {', '.join(names) or 'none'}")
+        self.reference_dropdown.value = name
+        return self
+
+    def use_live(self) -> "Lab":
+        """Back to runs in this kernel, with the live controls as they were."""
+        self.reference_dropdown.value = LIVE
+        return self
+
+    def _on_source_chosen(self, change):
+        choice = change["new"]
+        try:
+            self._switch_source(None if choice == LIVE else choice)
+        except (ValueError, OSError) as e:          # an unreadable set: say so and stay with live runs
+            self._say("error", f"cannot replay {choice!r}: {e}")
+            self.reference_dropdown.value = LIVE
+
+    def _switch_source(self, name: str | None):
+        if name is None:
+            self.reference_name, self.reference_pool = None, []
+            self.controls, self.model, self.base = self._live_controls, self._live_model, self._live_base
+            self.precision_notes = self._live_precision_notes
+        else:
+            pool = load_reference(name)
+            if not pool:
+                raise ValueError(f"reference set {name!r} holds no records")
+            self.controls = self._make_reference_controls(pool)
+            self.reference_name, self.reference_pool = name, pool
+            self.base = RunConfig.from_dict(pool[0]["config"])
+            self.model = self.base.model
+            self.precision_notes = []
+        self._place_controls()
+        self.banner.value = self._banner_html()
+        self.notes_html.value = self._notes_html()
+        self._sync_buttons()
 
     # -- state -----------------------------------------------------------------------------------------------------
     def config(self) -> RunConfig:
@@ -323,16 +525,16 @@ class Lab(W.VBox):
         checked = []
         for name, value in values.items():
             if name not in self.controls:
-                raise ValueError(f"the lab has no control {name!r}; controls: {', '.join(self.controls)}")
+                raise ValueError(f"the lab has no control {name!r}" + self._while_replaying()
+                                 + f"; controls: {', '.join(self.controls)}")
             if name == "memory_budget_gb" and value is None:
                 value = 0.0
             widget = self.controls[name]
             allowed = getattr(widget, "options", None)
             if allowed is not None:
                 values_ok = [o[1] if isinstance(o, tuple) else o for o in allowed]
-                if value not in values_ok:
-                    raise ValueError(f"{name}={value!r} is not offered here; choices: {values_ok}"
-                                     + (f" ({'; '.join(self.precision_notes)})" if name == "precision" else ""))
+                if not any(value == v and type(value) is type(v) for v in values_ok):   # True is not 1
+                    raise ValueError(self._not_offered(name, value, values_ok))
             elif isinstance(widget, W.IntSlider):
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise ValueError(f"{name} must be an integer, got {value!r}")
@@ -343,10 +545,19 @@ class Lab(W.VBox):
             widget.value = value
         return self
 
+    def _while_replaying(self) -> str:
+        return f" while replaying reference set '{self.reference_name}'" if self.reference_name else ""
+
+    def _not_offered(self, name: str, value, values_ok: list) -> str:
+        if self.reference_name is not None:
+            return (f"{name}={value!r} was not recorded in reference set '{self.reference_name}'; it has "
+                    f"{values_ok}")
+        return (f"{name}={value!r} is not offered here; choices: {values_ok}"
+                + (f" ({'; '.join(self.precision_notes)})" if name == "precision" else ""))
+
     def _set_busy(self, busy: bool):
         self.busy = busy
-        self.run_button.disabled = busy
-        self.replay_button.disabled = busy or not reference_sets()
+        self._sync_buttons()
         self.export_button.disabled = busy
         for w in self.controls.values():
             w.disabled = busy
@@ -371,6 +582,11 @@ class Lab(W.VBox):
         nothing ran (bad settings, an error outside the run). Never raises for a failed run."""
         if self.busy:
             self._say("info", "a run is already in progress: wait for it to finish")
+            return None
+        if self.reference_name is not None:
+            self._say("info", f"nothing runs while reference set '{self.reference_name}' is chosen: press Replay "
+                              f"to see its record, or choose '{LIVE}' under 'results from' (panel.use_live()) "
+                              "to run here")
             return None
         try:
             self.set(**values)
@@ -410,33 +626,53 @@ class Lab(W.VBox):
         self._add(record, source="run")
         return record
 
-    def replay(self, records=None, name: str | None = None) -> list[dict]:
-        """Replay reference results. With `records` (a record or a list): add them all, labelled "reference".
-        Without: the record of the chosen set (`name`, else the dropdown's) that matches the controls."""
-        if records is None:
-            name = name or self.reference_dropdown.value
-            try:
-                pool = load_reference(name)
-                cfg = self.config()
-            except ValueError as e:
-                self._say("error", f"cannot replay: {e}")
-                return []
-            found = [r for r in pool if matches(r, cfg)]
-            if not found:
-                self._say("info", f"no run in reference set '{name}' has these settings; it recorded "
-                                  + _recorded_values(pool))
-                return []
-            chosen = [found[-1]]
-        else:
+    def replay(self, records=None, name: str | None = None, **values) -> list[dict]:
+        """Replay reference results; returns what was added to the history.
+        Without `records`: switch to the set `name` (if given), set any given controls, and show the set's record
+        for these settings. With `records` (a record or a list): add them all, labelled "reference"."""
+        if records is not None:
             chosen = [as_reference(r) for r in ([records] if isinstance(records, dict) else list(records))]
+        else:
+            found = self._find_in_set(name, values)
+            chosen = [copy.deepcopy(found)] if found else []
         for rec in chosen:
             self._add(rec, source="reference")
+        if chosen:
+            status = chosen[-1].get("status")
+            self.progress.bar_style = {"ok": "success"}.get(status, "danger")
+            self.progress.description = {"ok": "replayed", "oom": "OOM (replayed)"}.get(status, "replayed")
         return chosen
 
+    def _find_in_set(self, name: str | None, values: dict) -> dict | None:
+        """The chosen set's record for the controls (after `values`), or None with a message saying why not."""
+        try:
+            if name is not None and name != self.reference_name:
+                self.use_reference(name)
+        except ValueError as e:
+            self._say("error", f"cannot replay: {e}")
+            return None
+        if self.reference_name is None:
+            self._say("info", "choose a reference set first, under 'results from' (or panel.use_reference(name)); "
+                              f"recorded sets: {', '.join(reference_sets()) or 'none'}")
+            return None
+        try:
+            self.set(**values)
+            cfg = self.config()
+        except ValueError as e:
+            self._say("error", f"settings rejected: {e}")
+            return None
+        found = [r for r in self.reference_pool if matches(r, cfg)]
+        if not found:
+            self._say("info", missing_combination_text(self.reference_name, self.reference_pool, cfg))
+            return None
+        return found[-1]
+
     # -- results -------------------------------------------------------------------------------------------------
-    def _previous(self, source: str) -> dict | None:
+    def _previous(self, record: dict) -> dict | None:
+        """The entry a new one is compared with: the previous live run, or the previous replay of the same set."""
+        key = (record["lab"]["source"], record.get("reference_set"))
         for entry in reversed(self.history[:-1]):
-            if entry["lab"]["source"] == source:
+            if (entry["lab"]["source"], entry.get("reference_set")) == key:
                 return entry
         return None
 
@@ -445,32 +681,28 @@ class Lab(W.VBox):
         record["lab"] = {"run": len(self.history) + 1, "source": source, "provenance": provenance(record) or None}
         self.history.append(record)
         try:
-            self._show(record, source)
+            self._show(record)
         except Exception as e:  # noqa: BLE001 — a record the panel cannot display is a message, not a traceback
             self._say("error", f"run {record['lab']['run']} is in the history but could not be shown: "
                                f"{type(e).__name__}: {e}")
 
-    def _show(self, record: dict, source: str):
-        prev = self._previous(source)
+    def _show(self, record: dict):
+        prev = self._previous(record)
         self.last_delta = charts.delta_text(prev, record)
+        self.last_compared_with = _compared_with(prev, record)
         status = record.get("status")
         where = f" ({record['lab']['provenance']})" if record["lab"]["provenance"] else ""
         if status == "ok":
             self._say("info", f"run {record['lab']['run']} done{where}: "
                               + charts.config_label(record) + f" · {_labels_text(record)}")
         elif status == "oom":
-            simulated = "simulated-oom" in (record.get("labels") or [])
-            error = str(record.get("error") or "").removeprefix("simulated OOM: ")
-            self._say("oom", f"out of memory{' (simulated: over the declared budget)' if simulated else ''}: "
-                             f"{error}. The kernel is fine, memory was freed. Change the micro-batch "
-                             "first (keep the effective batch with more accumulation), then the sequence length, "
-                             "then the LoRA rank.")
+            self._say("oom", _oom_text(record))
         else:
-            self._say("error", f"run failed: {record.get('error')}")
+            self._say("error", f"run failed{where}: {record.get('error')}")
         for w in record.get("warnings") or []:
             self._say("advice", f"advice: {w}")
         tags = " · ".join(record.get("labels") or [])
-        self.delta_html.value = (f"<div style='margin:4px 0'><b>Δ vs previous {_esc(source)}:</b> "
+        self.delta_html.value = (f"<div style='margin:4px 0'><b>Δ vs {_esc(self.last_compared_with)}:</b> "
                                  f"{_esc(self.last_delta)}"
                                  + (f" <span style='color:#777'>[{_esc(tags)}]</span>" if tags else "") + "</div>")
         self.result_html.value = result_table_html(record, prev)
@@ -519,7 +751,7 @@ class Lab(W.VBox):
         body = "".join("<tr>" + "".join(cell.format(_esc(v)) for v in r) + "</tr>" for r in rows)
         th = "".join(f"<th style='padding:1px 6px'>{_esc(h)}</th>" for h in head)
         self.history_html.value = (f"<div><b>History of this kernel</b></div><table style='font-size:85%'>"
-                                   f"<tr>{th}</tr>{body}</table>")
+                                   f"<tr>{th}</tr>{body}</table>" + _provenance_footnotes(self.history))
 
     def to_csv(self, path=None) -> str:
         """The history as CSV text; also written to `path` when given. Returns the text."""
@@ -544,6 +776,43 @@ class Lab(W.VBox):
         self._say("info", f"saved {len(self.history)} run(s) to {path}")
 
 
+def _provenance_footnotes(history: list[dict]) -> str:
+    """Under the history table: which rows were replayed, and where and when each was measured."""
+    runs_by_origin: dict[str, list[str]] = {}
+    for rec in history:
+        origin = (rec.get("lab") or {}).get("provenance")
+        if origin:
+            runs_by_origin.setdefault(origin, []).append(str(rec["lab"]["run"]))
+    return "".join(f"<div style='font-size:85%;color:#555'>run{'s' if len(runs) > 1 else ''} {', '.join(runs)}: "
+                   f"{_esc(origin)}</div>" for origin, runs in runs_by_origin.items())
+
+
+def _compared_with(previous: dict | None, record: dict) -> str:
+    """Which entry the delta line compares against: 'run 3 (the previous replay of set 'x')'."""
+    ref_set = record.get("reference_set")
+    if record["lab"]["source"] == "run":
+        kind = "the previous live run"
+    elif ref_set:
+        kind = f"the previous replay of set '{ref_set}'"
+    else:
+        kind = "the previous replayed record"
+    return f"run {previous['lab']['run']} ({kind})" if previous else f"nothing yet (no {kind[4:]})"
+
+
+def _oom_text(record: dict) -> str:
+    """The message for an out-of-memory record: simulated here, real here, or recorded elsewhere."""
+    error = str(record.get("error") or "").removeprefix("simulated OOM: ")
+    advice = ("Change the micro-batch first (keep the effective batch with more accumulation), then the sequence "
+              "length, then the LoRA rank.")
+    if record["lab"]["source"] == "reference":
+        short = ". ".join(error.split(". ")[:2]).rstrip(".")
+        return (f"run {record['lab']['run']} ({record['lab']['provenance']}): out of memory when it was recorded: "
+                f"{short}. Theory's peak for it: {fmt_bytes(lookup(record, 'theory', 'peak'))}. {advice}")
+    simulated = "simulated-oom" in (record.get("labels") or [])
+    return (f"out of memory{' (simulated: over the declared budget)' if simulated else ''}: {error}. The kernel is "
+            f"fine, memory was freed. {advice}")
+
+
 def _labels_text(record) -> str:
     labels = record.get("labels") or []
     return "labels: " + (", ".join(labels) if labels else "none (measured on this GPU)")
@@ -551,7 +820,7 @@ def _labels_text(record) -> str:
 
 def _recorded_values(pool) -> str:
     def values(field):
-        return sorted({str((r.get("config") or {}).get(field)) for r in pool})
+        return [str(v) for v in recorded_values(pool, field)]
     prec = sorted({str(_resolved_precision(r)) for r in pool})
     return ("checkpointing " + "/".join("on" if v == "True" else "off" for v in values("gradient_checkpointing"))
             + f", precision {'/'.join(prec)}, micro-batch {'/'.join(values('micro_batch'))}, "
@@ -576,7 +845,8 @@ def history_row(rec: dict) -> dict:
         "saved_activations_theory_bytes": charts.theory_saved(rec),
         "simple_rule_bytes": th.get("simple_rule_activations"),
         "peak_allocated_bytes": m.get("peak_allocated_bytes"), "peak_reserved_bytes": m.get("peak_reserved_bytes"),
-        "peak_theory_bytes": th.get("peak"), "step_time_s": m.get("step_time_s"), "step_flops": th.get("step_flops"),
+        "peak_theory_bytes": th.get("peak"), "allocated_before_bytes": m.get("allocated_before_bytes"),
+        "step_time_s": m.get("step_time_s"), "step_flops": th.get("step_flops"),
         "tokens_per_s": m.get("tokens_per_s"), "labels": " ".join(rec.get("labels") or []),
         "error": rec.get("error") or "", "time": rec.get("time"),
     }
@@ -637,16 +907,45 @@ def result_table_html(record: dict, previous: dict | None = None) -> str:
     head = ("<tr><th></th><th style='padding:1px 6px'>theory</th><th style='padding:1px 6px'>seed's rule "
             "b·s·h·L·2</th><th style='padding:1px 6px'>measured</th></tr>")
     notes = [f"step time predicted: {how}", _labels_text(record)]
+    held_line = held_before_text(record)
+    if held_line:
+        notes.insert(0, held_line)
+    if record.get("status") == "oom":
+        notes.insert(0, "out of memory: the theory column is what this run needed; the measured column holds only "
+                        "what was counted before it failed")
     for label in record.get("labels") or []:
-        if label in LABEL_NOTES:
+        if label in LABEL_NOTES and label != "memory-held-before":
             notes.append(f"{label}: {LABEL_NOTES[label]}")
     if record.get("provenance"):
         notes.insert(0, record["provenance"])
     loss = m.get("loss")
     if loss:
         notes.append("loss per optimizer step: " + ", ".join(f"{x:.3f}" for x in loss))
-    return (f"<table style='font-size:85%'>{head}{''.join(body)}</table>"
+    return (f"<table style='font-size:85%'>{head}{''.join(body)}</table>" + held_before_warning_html(record)
             + "".join(f"<div style='font-size:85%;color:#555'>{_esc(n)}</div>" for n in notes))
+
+
+def held_before_text(record: dict) -> str:
+    """'already in memory when the run started: 1.2 GiB (...)' for records that measured it; '' for the others
+    (older records, reference sets) so they show nothing extra."""
+    m = record.get("measured") or {}
+    if "allocated_before_bytes" not in m:
+        return ""
+    held, source = m.get("allocated_before_bytes"), m.get("allocated_before_source")
+    if held is None:
+        return "already in memory when the run started: not measured"
+    how = HELD_BEFORE_SOURCES.get(source, source)
+    return f"already in memory when the run started: {fmt_bytes(held)}" + (f" ({how})" if how else "")
+
+
+def held_before_warning_html(record: dict) -> str:
+    """A calm box for the "memory-held-before" label: the run's own warning, or the label's note."""
+    if "memory-held-before" not in (record.get("labels") or []):
+        return ""
+    said = [w for w in record.get("warnings") or [] if "already in memory" in w]
+    text = "; ".join(said) or LABEL_NOTES["memory-held-before"]
+    return ("<div style='font-size:85%;margin:4px 0;padding:3px 8px;background:#fdf6e3;color:#5c4b00;"
+            f"border-left:3px solid #d4a017'>memory held before the run: {_esc(text)}</div>")
 
 
 def lab(model: str | None = None, **kwargs) -> Lab:

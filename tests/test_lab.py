@@ -4,7 +4,11 @@ Most tests use a stand-in runner (the theory's numbers dressed as a measurement)
 tests marked "real engine" run real QLoRA steps of the tiny model on the CPU through the very same button.
 """
 import csv
+import hashlib
 import io
+import itertools
+import json
+from pathlib import Path
 
 import ipywidgets as W
 import pytest
@@ -13,7 +17,8 @@ import torch
 from labkit import experiment, lessons
 from labkit import lab as lab_module
 from labkit.config import RunConfig
-from labkit.lab import CSV_COLUMNS, Lab, as_reference, load_reference, matches, precision_choices, reference_sets
+from labkit.lab import (CSV_COLUMNS, Lab, as_reference, load_reference, matches, precision_choices, provenance,
+                        reference_sets, result_table_html)
 
 CPU_ONLY = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU layout of the lab")
 
@@ -252,11 +257,229 @@ def test_replay_picks_the_matching_reference_and_labels_it():
 
 
 @CPU_ONLY
-def test_replay_without_a_match_says_what_was_recorded():
+def test_replaying_a_set_refuses_values_it_did_not_record():
     lab, _ = make_lab(reference="cpu-tiny")
-    lab.set(lora_r=64)
-    assert lab.replay() == []
-    assert "no run in reference set 'cpu-tiny'" in lab.messages[-1] and "r 16" in lab.messages[-1]
+    with pytest.raises(ValueError, match=r"lora_r=64 was not recorded in reference set 'cpu-tiny'; it has \[16\]"):
+        lab.set(lora_r=64)
+    assert lab.replay(lora_r=64) == []
+    assert "settings rejected" in lab.messages[-1] and "it has [16]" in lab.messages[-1]
+    with pytest.raises(ValueError, match="not recorded"):
+        lab.set(micro_batch=True)                                    # True == 1, but it is not a micro-batch
+
+
+@pytest.fixture
+def partial_gpu_set(tmp_path, monkeypatch):
+    """A reference folder holding the GPU set without its seq-2048 runs at micro-batch 2 and 4 (a set whose grid
+    has holes), beside the real sets."""
+    folder = Path(lab_module.__file__).parent / "reference"
+    for f in folder.glob("*.jsonl"):
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    lines = (folder / f"{GPU_SET}.jsonl").read_text().splitlines()
+    kept = [ln for ln in lines if not (json.loads(ln)["config"]["seq_len"] == 2048
+                                       and json.loads(ln)["config"]["micro_batch"] > 1)]
+    (tmp_path / "gpu-with-holes.jsonl").write_text("\n".join(kept) + "\n")
+    monkeypatch.setattr(lab_module, "_reference_dir", lambda: tmp_path)
+    return "gpu-with-holes"
+
+
+@CPU_ONLY
+def test_replay_without_a_match_says_what_was_recorded(partial_gpu_set):
+    lab, _ = make_lab(reference=partial_gpu_set)
+    assert lab.replay(seq_len=2048, micro_batch=4) == []
+    said = lab.messages[-1]
+    assert said.startswith(f"no run in reference set '{partial_gpu_set}' has these settings (checkpointing on, "
+                           "precision auto, micro-batch 4, accumulation 4, seq 2048, r 16)")
+    assert "micro-batch 1/2/4" in said and "seq 512/2048" in said and "r 16" in said
+    assert said.endswith("one setting away it has: seq 512, micro-batch 1")
+    assert len(lab.history) == 0
+
+
+# ---- the GPU reference set ------------------------------------------------------------------------------------------
+GPU_SET = "h100-t4-profile-llama-3.2-1b-2026-11-22"
+GPU_PROVENANCE = "reference · measured on NVIDIA H100 80GB HBM3 (T4 profile), 2026-11-22"
+
+
+def test_gpu_reference_set_is_the_recording_byte_for_byte():
+    path = Path(lab_module.__file__).parent / "reference" / f"{GPU_SET}.jsonl"
+    data = path.read_bytes()
+    # sha256 of lab-grid-llama-3.2-1b.jsonl as recorded (shared/gpu-records/h100-t4-profile-2026-11-22/)
+    assert hashlib.sha256(data).hexdigest() == "06e9a8456583d6d43040d3c02c4528f11e9d3b46598c2afd049710cdb8ebc998"
+    records = [json.loads(line) for line in data.decode().splitlines()]
+    assert len(records) == 12
+    assert {r["device"]["name"] for r in records} == {"NVIDIA H100 80GB HBM3"}
+    assert all(r["labels"] == ["t4-profile", "shape-only"] and r["resolved"]["precision"] == "fp16"
+               for r in records)
+    assert [(r["config"]["seq_len"], r["config"]["micro_batch"], r["config"]["gradient_checkpointing"])
+            for r in records if r["status"] == "oom"] == [(2048, 2, False), (2048, 4, True), (2048, 4, False)]
+    assert records[0]["measured"]["peak_allocated_bytes"] == 2088387072
+    assert records[0]["time"] == "2026-11-22T15:01:19+00:00"
+    assert all(r["provenance"] == GPU_PROVENANCE for r in load_reference(GPU_SET))
+
+
+def test_provenance_names_the_t4_profile():
+    rec = {"labels": ["t4-profile", "reference"], "time": "2026-11-22T15:01:19+00:00",
+           "device": {"type": "cuda", "name": "NVIDIA H100 80GB HBM3"}}
+    assert provenance(rec) == GPU_PROVENANCE
+    rec["labels"] = ["reference"]
+    assert provenance(rec) == "reference · measured on NVIDIA H100 80GB HBM3, 2026-11-22"
+
+
+def test_choosing_the_gpu_set_switches_the_model_and_every_control():
+    lab, runner = make_lab()
+    assert lab.reference_name is None and lab.controls["seq_len"].value == 128
+    lab.reference_dropdown.value = GPU_SET                                # what a learner picks in the panel
+    assert lab.reference_name == GPU_SET and lab.model == "llama-3.2-1b"
+    assert "Replaying reference set" in lab.banner.value and "llama-3.2-1b" in lab.banner.value
+    assert GPU_PROVENANCE in lab.banner.value
+    c = lab.controls
+    assert list(c["seq_len"].options) == [512, 2048] and c["seq_len"].value == 512
+    assert list(c["micro_batch"].options) == [1, 2, 4] and c["micro_batch"].value == 2   # kept: it was recorded
+    assert list(c["grad_accum"].options) == [4] and list(c["lora_r"].options) == [16]
+    assert list(c["precision"].options) == [("auto (fp16)", "auto")]
+    assert isinstance(c["gradient_checkpointing"], W.Checkbox) and "memory_budget_gb" not in c
+    shown = [w for box in lab.children[1].children for w in box.children]
+    assert all(w in shown for w in c.values())                        # the panel shows the switched controls
+    assert lab.config().model == "llama-3.2-1b"
+    assert lab.run_button.disabled and not lab.replay_button.disabled
+    assert lab.run() is None and runner.calls == [] and "nothing runs while reference set" in lab.messages[-1]
+
+
+def test_every_combination_the_gpu_set_offers_has_its_record():
+    lab, _ = make_lab(reference=GPU_SET)
+    c = lab.controls
+    combos = list(itertools.product(c["seq_len"].options, c["micro_batch"].options, [True, False]))
+    for seq, micro, gc in combos:
+        (rec,) = lab.replay(seq_len=seq, micro_batch=micro, gradient_checkpointing=gc)
+        assert (rec["config"]["seq_len"], rec["config"]["micro_batch"],
+                rec["config"]["gradient_checkpointing"]) == (seq, micro, gc)
+    assert len(lab.history) == len(combos) == 12
+    assert [h["status"] for h in lab.history].count("oom") == 3
+
+
+def test_a_replayed_gpu_record_says_where_and_when_everywhere():
+    lab, _ = make_lab()
+    lab.use_reference(GPU_SET)
+    (rec,) = lab.replay(seq_len=2048, micro_batch=1, gradient_checkpointing=True)
+    assert rec["status"] == "ok" and rec["measured"]["peak_allocated_bytes"] == 4964403712
+    entry = lab.history[-1]
+    assert entry["provenance"] == entry["lab"]["provenance"] == GPU_PROVENANCE
+    assert lab.messages[-1].startswith(f"run 1 done ({GPU_PROVENANCE}): gc on · mb 1 · fp16")
+    assert GPU_PROVENANCE in lab.result_html.value and "shape-only: random weights" in lab.result_html.value
+    assert lab.last_figure._suptitle.get_text() == f"Where the memory goes — {GPU_PROVENANCE}"
+    assert f"run 1: {GPU_PROVENANCE}" in lab.history_html.value
+    assert lab.history_rows()[-1]["provenance"] == GPU_PROVENANCE
+    assert "already in memory" not in lab.result_html.value            # not recorded in this set: nothing extra
+    assert lab.progress.description == "replayed"
+
+
+def test_a_replayed_gpu_oom_shows_as_an_oom_with_its_theory():
+    lab, _ = make_lab(reference=GPU_SET)
+    (rec,) = lab.replay(seq_len=2048, micro_batch=4, gradient_checkpointing=False)
+    assert rec["status"] == "oom"
+    said = lab.messages[-1]
+    assert said.startswith(f"run 1 ({GPU_PROVENANCE}): out of memory when it was recorded: CUDA out of memory. "
+                           "Tried to allocate 32.00 MiB. Theory's peak for it: 28.2 GiB.")
+    assert "The kernel is fine" not in said and "micro-batch first" in said
+    html = lab.result_html.value
+    assert "out of memory: the theory column is what this run needed" in html and "28.2 GiB" in html
+    assert "— OOM" in lab.last_figure.axes[0].get_title()
+    assert lab.history_rows()[-1]["status"] == "oom" and lab.progress.description == "OOM (replayed)"
+
+
+def test_replay_deltas_compare_with_the_previous_record_of_the_same_set():
+    lab, _ = make_lab()
+    lab.run()                                                          # run 1: live
+    lab.use_reference(GPU_SET)
+    lab.replay(seq_len=512, micro_batch=1, gradient_checkpointing=True)          # run 2
+    assert lab.last_delta.startswith("first run")                     # not compared with the live tiny run
+    assert lab.last_compared_with == f"nothing yet (no previous replay of set '{GPU_SET}')"
+    lab.replay(micro_batch=2)                                          # run 3
+    assert lab.last_compared_with == f"run 2 (the previous replay of set '{GPU_SET}')"
+    assert lab.last_delta.startswith("micro-batch 1 → 2: saved activations +")
+    assert f"Δ vs run 2 (the previous replay of set &#x27;{GPU_SET}&#x27;):" in lab.delta_html.value
+    lab.use_reference("cpu-tiny")
+    lab.replay()                                                       # run 4: another set starts afresh
+    assert lab.last_compared_with == "nothing yet (no previous replay of set 'cpu-tiny')"
+    lab.use_live()
+    lab.run()                                                          # run 5: compared with the live run 1
+    assert lab.last_compared_with == "run 1 (the previous live run)"
+
+
+def test_switching_back_to_live_runs_restores_the_live_controls():
+    lab, runner = make_lab()
+    lab.set(micro_batch=3, seq_len=256, memory_budget_gb=0.5)
+    live_controls = dict(lab.controls)
+    lab.use_reference(GPU_SET)                                         # 3 and 256 were not recorded
+    assert lab.controls["seq_len"].value == 512 and lab.controls["micro_batch"].value == 1
+    lab.use_reference("cpu-tiny")                                      # another set: its own controls
+    assert lab.model == "tiny" and list(lab.controls["seq_len"].options) == [128]
+    assert list(lab.controls["precision"].options) == [("fp32", "fp32"), ("bf16", "bf16")]
+    lab.reference_dropdown.value = "live runs in this kernel"          # what a learner picks in the panel
+    assert lab.reference_name is None and lab.controls == live_controls
+    assert (lab.controls["micro_batch"].value, lab.controls["seq_len"].value) == (3, 256)
+    assert lab.config().memory_budget_gb == 0.5 and "No GPU" in lab.banner.value
+    assert not lab.run_button.disabled and lab.replay_button.disabled
+    lab.run_button.click()
+    assert runner.calls[-1].model == "tiny" and runner.calls[-1].seq_len == 256
+
+
+def test_replay_asks_for_a_set_when_none_is_chosen():
+    lab, _ = make_lab()
+    assert lab.reference_dropdown.value == "live runs in this kernel"
+    assert lab.replay() == [] and lab.messages[-1].startswith("choose a reference set first")
+    with pytest.raises(ValueError, match="unknown reference set 'nope'"):
+        lab.use_reference("nope")
+    assert lab.replay(name="nope") == [] and "cannot replay" in lab.messages[-1]
+
+
+# ---- memory already held when a run started --------------------------------------------------------------------------
+class HeldBeforeRunner(FakeRunner):
+    """A FakeRunner whose records say how much was in memory when the run started (the newer record fields)."""
+
+    def __init__(self, held, lab_getter=None):
+        super().__init__(lab_getter)
+        self.held = held
+
+    def __call__(self, *args, **kwargs):
+        rec = super().__call__(*args, **kwargs)
+        rec["measured"].update(allocated_before_bytes=self.held, allocated_before_source="cuda-allocator")
+        if self.held is not None and self.held > 256 * 1024 ** 2:
+            rec["labels"].append("memory-held-before")
+            rec["warnings"] = [f"{self.held / 1024 ** 2:,.0f} MiB were already in memory when this run started, "
+                               "and its peak includes them: restart the runtime"]
+        return rec
+
+
+def test_memory_held_before_the_run_is_shown_and_warned_calmly():
+    lab, _ = make_lab(runner=HeldBeforeRunner(3 * 1024 ** 3))
+    lab.run()
+    html = lab.result_html.value
+    assert "already in memory when the run started: 3 GiB (the CUDA allocator&#x27;s count" in html
+    assert "memory held before the run: 3,072 MiB were already in memory when this run started" in html
+    assert "background:#fdf6e3" in html and "#b2182b" not in html     # visible, not alarm red
+    assert lab.history_rows()[-1]["allocated_before_bytes"] == 3 * 1024 ** 3
+
+
+@pytest.mark.parametrize("held, line", [(5 * 1024 ** 2, "already in memory when the run started: 5 MiB"),
+                                        (None, "already in memory when the run started: not measured")])
+def test_memory_held_before_below_the_threshold_is_one_line(held, line):
+    lab, _ = make_lab(runner=HeldBeforeRunner(held))
+    lab.run()
+    assert line in lab.result_html.value and "memory held before the run" not in lab.result_html.value
+
+
+def test_records_without_memory_held_before_show_nothing_extra(tmp_path):
+    lab, _ = make_lab(reference="cpu-tiny")
+    lab.replay()
+    lab.use_live()
+    lab.run()                                                          # FakeRunner: the older record fields
+    for entry in lab.history:
+        assert "allocated_before_bytes" not in entry["measured"]
+        html = result_table_html(entry)
+        assert "already in memory" not in html and "memory held before" not in html
+    assert [m for m in lab.messages if "could not be shown" in m] == []
+    rows = list(csv.DictReader(io.StringIO(lab.to_csv())))
+    assert [r["allocated_before_bytes"] for r in rows] == ["", ""]
 
 
 def test_replay_of_given_records_labels_them():
