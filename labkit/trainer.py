@@ -93,6 +93,23 @@ class MeasureCallback(TrainerCallback):
             self.losses.append(float(logs["loss"]))
 
 
+def forget_optimizer_overrides(model) -> None:
+    """Drop the entries HF Trainer left for `model` in bitsandbytes' process-wide `GlobalOptimManager`.
+
+    With an 8-bit optimizer, `Trainer.create_optimizer` registers every `nn.Embedding` of the model with the manager
+    (`register_module_override(module, "weight", {"optim_bits": 32})`, transformers/trainer.py) so embeddings keep
+    32-bit optimizer state. The manager is a singleton and never lets go: each Trainer run in a kernel would keep its
+    embedding alive for good (128,256 × 2,048 × 2 B ≈ 525 MB for llama-3.2-1b in fp16), failed or not."""
+    import sys
+
+    bnb_optim = sys.modules.get("bitsandbytes.optim.optimizer")
+    manager = getattr(getattr(bnb_optim, "GlobalOptimManager", None), "_instance", None)
+    if model is None or manager is None:
+        return
+    ours = {id(m) for m in model.modules()}
+    manager.module_weight_config_triple = [t for t in manager.module_weight_config_triple if id(t[0]) not in ours]
+
+
 def train_dataset(tokenizer, cfg: RunConfig, n_rows: int) -> list[dict]:
     """n_rows padded examples (constant length), as plain dicts of 1-D tensors for the default collator."""
     stream = data.batches(tokenizer, data.course_texts(), cfg.seq_len, 1, cfg.pad_to_seq_len, cfg.seed)
@@ -140,6 +157,7 @@ def train_with_trainer(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: 
             result["traceback"] = traceback.format_exc(limit=4)
         return result
     finally:
+        forget_optimizer_overrides(getattr(scope, "model", None))
         scope.__dict__.clear()
         free_memory()
     m = result["measured"]

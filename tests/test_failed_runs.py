@@ -152,6 +152,24 @@ def test_a_failed_trainer_run_is_a_result_and_leaves_nothing(baseline, monkeypat
     assert train_with_trainer(cfg(), steps=2, warmup=1)["status"] == "ok"
 
 
+def embeddings_alive() -> int:
+    import gc
+    return sum(isinstance(o, torch.nn.Embedding) for o in gc.get_objects())
+
+
+def test_trainer_runs_leave_no_model_behind_in_bitsandbytes_optimizer_manager(baseline):
+    """Trainer registers each embedding with bitsandbytes' process-wide GlobalOptimManager for 8-bit optimizers;
+    the kit must take its model's entries back, after a good run and after a failed one."""
+    import bitsandbytes as bnb
+
+    manager = bnb.optim.GlobalOptimManager.get_instance()
+    registered, alive = len(manager.module_weight_config_triple), embeddings_alive()
+    assert train_with_trainer(cfg(), steps=2, warmup=1)["status"] == "ok"
+    assert len(manager.module_weight_config_triple) == registered
+    assert embeddings_alive() == alive
+    assert abs(measure.live_tensor_bytes() - baseline) <= SLACK
+
+
 def test_failed_search_probes_leave_nothing(baseline, monkeypatch):
     """Probes above 3 rows fail inside the forward (as a real OOM would); the search still finds 3 and the
     process holds nothing of the failed probes afterwards."""
