@@ -152,7 +152,6 @@ def live_tensor_bytes() -> int:
     finds tensors held by any variable, module or graph node that Python tracks. It costs about half a second in
     a process that has transformers and peft loaded (~450,000 objects to walk), once per run, before it starts."""
     import gc
-
     import warnings
 
     gc.collect()
