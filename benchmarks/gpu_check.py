@@ -1,14 +1,18 @@
 """Every GPU claim of the kit, checked in one run on a machine with a CUDA GPU.
 
-    python benchmarks/gpu_check.py                 # all sections, ≈ 8 minutes on an H100/H200 (estimate)
-    python benchmarks/gpu_check.py --quick         # fewer configs, lesson 06 only, ≈ 4 minutes (estimate)
-    python benchmarks/gpu_check.py --out runs/gpu-check-h200
+    python benchmarks/gpu_check.py                 # all sections; meant to take ≤ 8 minutes on an H100/H200
+    python benchmarks/gpu_check.py --quick         # fewer configs, lesson 06 only
+    python benchmarks/gpu_check.py --out runs/gpu-check-h200 --only bc     # chosen sections, chosen folder
+
+(The time is an estimate from the sizes involved: the script has not yet been timed on a GPU. Each section prints
+how long it took.)
 
 Sections (each prints a table and writes DIR/<section>.jsonl, one JSON object a line):
   a  the OOM scene, in this process under the T4 profile: a run that fits, one that runs out of memory, the first
      again; allocated and reserved bytes after each stage (a failed run must leave nothing allocated)
   b  the largest micro-batch under the T4 profile (llama-3.2-1b, checkpointing on, seq 512 and 2048): what
      `labkit search` finds, best and best + 1 each run alone in a fresh process, and the theory's largest fit
+     (checked: best fits alone, best + 1 does not, and the search is within 1 of the theory)
   c  peak allocated, theory vs measured: tiny, llama-3.2-1b, qwen2.5-0.5b × fp16/fp32 × checkpointing on/off,
      each run in a fresh process under the T4 profile
   d  lessons 03 and 06 executed with nbclient on this GPU (pass/fail and time; the executed copies are saved)
@@ -41,6 +45,7 @@ PEAK_GOAL_FRACTION = 0.03            # theory peak within ±3 % of the measured 
 PEAK_GOAL_TINY = 16 * MiB            # … and within ±16 MiB for the tiny stand-in (its peak is a few MiB)
 
 RESULTS: list[tuple[str, bool, str]] = []     # (check, passed, one line) for the summary at the end
+T4_PROFILED = True     # set in main: False where the GPU is no bigger than a T4 and the cap changes nothing
 
 
 # ---- helpers -------------------------------------------------------------------------------------------------------
@@ -64,6 +69,17 @@ def heading(letter: str, title: str, stand_in: str) -> None:
 def check(name: str, passed: bool, line: str) -> None:
     RESULTS.append((name, passed, line))
     print(f"   {'PASS' if passed else 'FAIL'}  {name}: {line}", flush=True)
+
+
+def fresh_run(cfg, steps: int) -> dict:
+    """`labkit run --t4-profile --json --weights random` in a fresh process. A child that dies without a record
+    (a crash, a timeout) becomes a record with status "crash", so one bad config does not end the section."""
+    from labkit import fresh
+    try:
+        return fresh.run(cfg, steps=steps, weights="random", t4_profile=True)
+    except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
+        return {"config": cfg.to_dict(), "status": "crash", "error": str(e)[:300], "labels": [],
+                "measured": {"peak_allocated_bytes": None}, "theory": {}}
 
 
 class Writer:
@@ -146,7 +162,7 @@ def section_a(write, stand_in: str) -> None:
         write("a_oom_scene", {"stage": name, "status": record["status"] if record else None,
                               "peak_allocated_bytes": peak, "allocated_bytes": allocated, "reserved_bytes": reserved,
                               "config": record["config"] if record else None,
-                              "error": record["error"] if record else None, "t4_profile": True})
+                              "error": record["error"] if record else None, "t4_profile": T4_PROFILED})
         return record
 
     def one_step(cfg):                 # one optimizer step, no warm-up: memory is the point here, not time
@@ -196,12 +212,16 @@ def section_b(write, stand_in: str, seqs) -> None:
     for seq in seqs:
         cfg = RunConfig(model="llama-3.2-1b", seq_len=seq, grad_accum=1, gradient_checkpointing=True,
                         precision="fp16")
-        found = fresh.search(cfg, lo=1, hi=64, weights="random", t4_profile=True)
+        try:
+            found = fresh.search(cfg, lo=1, hi=64, weights="random", t4_profile=True)
+        except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
+            check(f"b: seq {seq}, search ran", False, str(e)[:300])
+            continue
         best = found["best"]
         trail = " ".join(f"{e['micro_batch']}{'✓' if e['status'] == 'ok' else '✗'}" for e in found["trail"])
         alone = {}
         for b in ([best, best + 1] if best else [1]):
-            alone[b] = fresh.run(cfg.replace(micro_batch=b), steps=1, weights="random", t4_profile=True)
+            alone[b] = fresh_run(cfg.replace(micro_batch=b), steps=1)
         at_cap = theory_largest(cfg, T4_TOTAL_MEMORY)
         at_t4 = theory_largest(cfg, T4_TOTAL_MEMORY - ASSUMED_CONTEXT)
 
@@ -210,7 +230,7 @@ def section_b(write, stand_in: str, seqs) -> None:
             return "—" if r is None else f"{r['status']} {mib(r['measured']['peak_allocated_bytes'])}"
 
         rows.append((seq, best, trail, shown(best), shown(best + 1 if best else None), at_cap, at_t4))
-        write("b_search", {"seq_len": seq, "search_best": best, "search": found, "t4_profile": True,
+        write("b_search", {"seq_len": seq, "search_best": best, "search": found, "t4_profile": T4_PROFILED,
                            "runs_alone": {str(b): r for b, r in alone.items()},
                            "theory_largest_at_14_75_gib": at_cap, "theory_largest_at_14_25_gib": at_t4})
         check(f"b: seq {seq}, best fits alone", bool(best) and alone[best]["status"] == "ok",
@@ -218,7 +238,7 @@ def section_b(write, stand_in: str, seqs) -> None:
         if best:
             check(f"b: seq {seq}, best + 1 does not fit alone", alone[best + 1]["status"] == "oom",
                   f"{best + 1}: {shown(best + 1)}")
-            check(f"b: seq {seq}, search = theory at 14.75 GiB", best == at_cap,
+            check(f"b: seq {seq}, search within 1 of the theory at 14.75 GiB", abs(best - at_cap) <= 1,
                   f"search {best}, theory {at_cap} (at 14.25 GiB: {at_t4})")
     print(table(rows, ("seq", "search best", "tries", "best alone", "best + 1 alone", "theory ≤ 14.75 GiB",
                        "theory ≤ 14.25 GiB")))
@@ -238,7 +258,6 @@ def peak_goal(model: str, measured: int, theory: int) -> tuple[bool, str]:
 def section_c(write, stand_in: str, precisions, checkpointing) -> None:
     """Each config in a fresh process (`labkit run --t4-profile --json`, 2 steps, warm-up 1): its measured peak
     allocated (max over the steps) beside the theory peak the same record carries."""
-    from labkit import fresh
     from labkit.config import RunConfig
 
     heading("c", "peak allocated: theory vs measured, fresh process per run (grad-accum 1, 2 steps)", stand_in)
@@ -248,7 +267,7 @@ def section_c(write, stand_in: str, precisions, checkpointing) -> None:
             for gc in checkpointing:
                 cfg = RunConfig(model=model, seq_len=seq, micro_batch=micro, grad_accum=1, precision=precision,
                                 gradient_checkpointing=gc)
-                rec = fresh.run(cfg, steps=2, weights="random", t4_profile=True)
+                rec = fresh_run(cfg, steps=2)
                 measured, theory = rec["measured"]["peak_allocated_bytes"], rec["theory"].get("peak")
                 name = f"c: {model} {precision} ckpt {'on' if gc else 'off'}"
                 if rec["status"] != "ok" or not measured:
@@ -256,7 +275,7 @@ def section_c(write, stand_in: str, precisions, checkpointing) -> None:
                                  ""))
                     check(name, False, f"status {rec['status']} ({rec.get('error')})")
                     write("c_peak_grid", {"model": model, "precision": precision, "checkpointing": gc,
-                                          "status": rec["status"], "record": rec, "t4_profile": True})
+                                          "status": rec["status"], "record": rec, "t4_profile": T4_PROFILED})
                     continue
                 ok, goal = peak_goal(model, measured, theory)
                 error = theory / measured - 1
@@ -265,7 +284,7 @@ def section_c(write, stand_in: str, precisions, checkpointing) -> None:
                 write("c_peak_grid", {"model": model, "precision": precision, "checkpointing": gc,
                                       "status": rec["status"], "peak_allocated_bytes": measured,
                                       "theory_peak_bytes": theory, "error": error, "goal": goal, "met": ok,
-                                      "labels": rec["labels"], "record": rec, "t4_profile": True})
+                                      "labels": rec["labels"], "record": rec, "t4_profile": T4_PROFILED})
                 check(name, ok, f"theory {mib(theory)} vs measured {mib(measured)} ({error:+.1%}, goal {goal})")
     print(table(rows, ("model", "precision", "ckpt", "status", "peak measured", "peak theory", "error", "goal",
                        "met")))
@@ -351,7 +370,9 @@ def main(argv=None) -> int:
     write("header", facts)
 
     from labkit.hardware import t4_profile, t4_profile_active
+    global T4_PROFILED
     t4_profile()                                                    # this process: section a and the theory of b
+    T4_PROFILED = t4_profile_active()
     stand_in = (f"T4-profile: {facts['gpu']} capped at 14.75 GiB per process (a stand-in for a T4's memory, not a T4)"
                 if t4_profile_active() else f"{facts['gpu']}: no bigger than a T4, so the cap changes nothing")
     sections = {
