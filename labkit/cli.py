@@ -5,7 +5,11 @@
     labkit run --model tiny --steps 3 --no-checkpointing                      # real steps, measured + theory
     labkit sweep --micro-batch 1,2,4 --checkpointing on,off --plot runs/sweep.png
     labkit search --seq-len 512 --memory-budget-gb 0.05                      # largest micro-batch that fits
+    labkit run --t4-profile --model llama-3.2-1b --weights random --json     # a bigger GPU capped to a T4's memory
     labkit exercises [--check]                      # regenerate exercises/ from solutions/
+
+`run`, `sweep` and `search` take `--t4-profile`: the process is capped at a Colab T4's 14.75 GiB before anything
+is allocated on the GPU, so a bigger GPU runs out of memory where a T4 would (records say "t4-profile").
 
 Bad input gives one line on stderr, "labkit: error: …", and exit code 2. A run that runs out of memory is a
 result (exit 0, status "oom"); a run that fails for another reason exits 1.
@@ -133,6 +137,29 @@ def config_from_args(args) -> RunConfig:
     return RunConfig(**changes)
 
 
+def _flag_text(field, value) -> str:
+    if field == "gradient_checkpointing" or field == "pad_to_seq_len":
+        return "on" if value else "off"
+    if field == "lora_targets":
+        return ",".join(value)
+    return str(value)
+
+
+def argv_for(cfg: RunConfig) -> list[str]:
+    """The flags that make `labkit run` (or estimate, search) build exactly `cfg`: every field that differs from
+    RunConfig's default, e.g. RunConfig(seq_len=512, pad_to_seq_len=False) → ["--seq-len", "512", "--pad", "off"].
+    ValueError for a field the command line cannot set (prepare_kbit)."""
+    defaults = RunConfig().to_dict()
+    out = []
+    for field, value in cfg.to_dict().items():
+        if value == defaults[field]:
+            continue
+        if field not in OPTIONS:
+            raise ValueError(f"{field}={value!r} cannot be given on the command line")
+        out += [OPTIONS[field][0], _flag_text(field, value)]
+    return out
+
+
 def configs_from_sweep_args(args) -> list[RunConfig]:
     from labkit.sweep import grid
     axes = {f: _values(f, raw, sweep=True) for f, raw in _given(args).items()}
@@ -149,9 +176,11 @@ def check_configs(configs) -> None:
     from labkit.shapes import resolve_shape
     for cfg in configs:
         resolve_shape(cfg.model)
-    from labkit.hardware import device_facts   # imports torch
+    from labkit.hardware import device_facts, t4_profile_active   # imports torch
     facts = device_facts(check_hub=False)
     cap = tuple(facts["capability"]) if facts["capability"] else None
+    if facts["type"] == "cuda" and t4_profile_active():
+        cap = (7, 5)                        # under --t4-profile the run behaves as a T4: bf16 is refused there too
     for cfg in configs:
         resolve_precision(cfg.precision, facts["type"], cap)
 
@@ -269,24 +298,57 @@ def cmd_estimate(args) -> int:
 
 
 def _check_steps(args) -> None:
-    if args.warmup >= args.steps:
+    """Settle the warm-up: given, it must leave a step to time; not given, one step, or none when --steps is 1
+    (min(1, steps − 1)): the runner then labels the record "time-includes-warmup"."""
+    if args.warmup is None:
+        args.warmup = min(1, args.steps - 1)
+    elif args.warmup >= args.steps:
         raise UsageError(f"--warmup {args.warmup} must be below --steps {args.steps}: nothing would be timed")
+
+
+WARMUP_NOTE = ("note: no warm-up step, so the step time includes the first step's one-off costs (kernels loaded and "
+               "chosen, memory allocated for the first time, optimizer states created); use --steps 2 or more for a "
+               "steady-state time")
+
+
+def _with_warmup_note(table):
+    def text(records):
+        out = table(records)
+        if any("time-includes-warmup" in (r.get("labels") or []) for r in records):
+            out += "\n" + WARMUP_NOTE
+        return out
+    return text
+
+
+def _apply_t4_profile(args) -> None:
+    """--t4-profile: cap this process at a T4's 14.75 GiB before anything is allocated on the GPU. Without CUDA
+    it is bad input (there is no GPU memory to cap), refused before any work."""
+    if not getattr(args, "t4_profile", False):
+        return
+    import torch
+    if not torch.cuda.is_available():
+        raise UsageError("--t4-profile needs a CUDA GPU: it caps GPU memory at a T4's 14.75 GiB, and torch sees "
+                         "no GPU here (drop the flag to run on the CPU)")
+    from labkit.hardware import t4_profile
+    t4_profile()
 
 
 def cmd_run(args) -> int:
     cfg = config_from_args(args)
-    check_configs([cfg])
     _check_steps(args)
+    _apply_t4_profile(args)
+    check_configs([cfg])
     from labkit.experiment import run   # imports torch: only once the input is known to be good
     record = run(cfg, steps=args.steps, warmup=args.warmup, weights=args.weights, progress=not args.json)
-    _emit([record], args.json, lambda rs: format_record(rs[0]))
+    _emit([record], args.json, _with_warmup_note(lambda rs: format_record(rs[0])))
     return _exit_code([record])
 
 
 def cmd_sweep(args) -> int:
     configs = configs_from_sweep_args(args)
-    check_configs(configs)
     _check_steps(args)
+    _apply_t4_profile(args)
+    check_configs(configs)
     for path in (args.out, args.plot):          # fail before the runs, not after them
         folder = os.path.dirname(os.path.abspath(path)) if path else None
         if folder and path == args.out:
@@ -298,7 +360,7 @@ def cmd_sweep(args) -> int:
     runner = functools.partial(run, weights=args.weights)
     records = run_sweep(configs, args.out, steps=args.steps, warmup=args.warmup, resume=not args.no_resume,
                         progress=True, runner=runner)
-    _emit(records, args.json, format_sweep)
+    _emit(records, args.json, _with_warmup_note(format_sweep))
     if args.plot:
         from labkit.charts import sweep_chart
         sweep_chart(records, path=args.plot)
@@ -308,9 +370,10 @@ def cmd_sweep(args) -> int:
 
 def cmd_search(args) -> int:
     cfg = config_from_args(args)
-    check_configs([cfg])
     if args.max < args.min:
         raise UsageError(f"--max {args.max} is below --min {args.min}")
+    _apply_t4_profile(args)
+    check_configs([cfg])
     from labkit.batch_search import largest_micro_batch
     out = largest_micro_batch(cfg, lo=args.min, hi=args.max, weights=args.weights)
     if args.json:
@@ -342,6 +405,13 @@ def _count(name, minimum):
     return parse
 
 
+def _add_t4_profile(p) -> None:
+    p.add_argument("--t4-profile", action="store_true",
+                   help="CUDA only: cap this process at a Colab T4's 14.75 GiB before anything is allocated, so a "
+                        "bigger GPU runs out of memory where a T4 would; precision auto then means fp16, "
+                        "bf16 is refused, and records are labelled t4-profile (refused without a GPU)")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="QLoRA Memory Lab: measured memory and time beside the theory.")
     sub = parser.add_subparsers(dest="command", metavar="{doctor,estimate,run,sweep,search,exercises}")
@@ -361,10 +431,12 @@ def build_parser() -> Parser:
         p = sub.add_parser(name, help=helptext)
         add_config_options(p, sweep=(name == "sweep"))
         p.add_argument("--steps", type=_count("--steps", 1), default=3, help="measured optimizer steps (default 3)")
-        p.add_argument("--warmup", type=_count("--warmup", 0), default=1,
-                       help="unmeasured optimizer steps first (default 1)")
+        p.add_argument("--warmup", type=_count("--warmup", 0), default=None,
+                       help="unmeasured optimizer steps first (default 1; 0 when --steps is 1, and then the time "
+                            "includes the first step's one-off costs)")
         p.add_argument("--weights", choices=("auto", "hub", "random"), default="auto",
                        help="auto: hub weights when reachable, else shape-only random init (default auto)")
+        _add_t4_profile(p)
         if name == "sweep":
             p.add_argument("--out", default="runs/sweep.jsonl", help="JSON Lines results file (default %(default)s)")
             p.add_argument("--plot", metavar="PNG", help="also write the sweep chart here")
@@ -375,7 +447,9 @@ def build_parser() -> Parser:
     add_config_options(p, sweep=False)
     p.add_argument("--min", type=_count("--min", 1), default=1, help="first micro-batch to try (default 1)")
     p.add_argument("--max", type=_count("--max", 1), default=64, help="ceiling (default 64)")
-    p.add_argument("--weights", choices=("auto", "hub", "random"), default="auto")
+    p.add_argument("--weights", choices=("auto", "hub", "random"), default="auto",
+                   help="auto: hub weights when reachable, else shape-only random init (default auto)")
+    _add_t4_profile(p)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("exercises", help="generate exercises/ from solutions/ (stubs replace the solutions)")

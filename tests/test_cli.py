@@ -161,3 +161,142 @@ def test_step_and_path_errors_come_before_any_run(args, words, capsys, tmp_path)
     err = capsys.readouterr().err
     assert words in err and err.count("\n") == 1
     assert not os.path.exists(out)                      # nothing was run or written
+
+
+# ---- --t4-profile ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["run", "sweep", "search"])
+def test_t4_profile_flag_parses_for_run_sweep_and_search(command, capsys):
+    args = cli.build_parser().parse_args([command, "--t4-profile"])
+    assert args.t4_profile is True
+    assert cli.build_parser().parse_args([command]).t4_profile is False
+    with pytest.raises(SystemExit) as done:
+        cli.main([command, "--help"])
+    assert done.value.code == 0
+    assert "--t4-profile" in capsys.readouterr().out           # documented in --help
+
+
+def test_t4_profile_is_not_an_estimate_or_doctor_flag():
+    for command in ("estimate", "doctor"):
+        p = labkit(command, "--t4-profile")
+        assert p.returncode == 2 and "unrecognized arguments: --t4-profile" in p.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the refusal is for machines without CUDA")
+@pytest.mark.parametrize("command", ["run", "sweep", "search"])
+def test_t4_profile_without_cuda_is_refused_in_one_line(command):
+    p = labkit(command, "--t4-profile", "--micro-batch", "1")
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.count("\n") == 1 and p.stderr.startswith("labkit: error: --t4-profile needs a CUDA GPU"), p.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the refusal is for machines without CUDA")
+@pytest.mark.parametrize("command", ["run", "sweep", "search"])
+def test_t4_profile_refusal_comes_before_any_work(command, monkeypatch, tmp_path, capsys):
+    import labkit.batch_search
+    import labkit.experiment
+
+    def no_work(*a, **kw):
+        raise AssertionError("a run started although --t4-profile was refused")
+
+    monkeypatch.setattr(labkit.experiment, "run", no_work)
+    monkeypatch.setattr(labkit.batch_search, "largest_micro_batch", no_work)
+    out = tmp_path / "sub" / "s.jsonl"
+    extra = ["--out", str(out)] if command == "sweep" else []
+    assert cli.main([command, "--t4-profile"] + extra) == 2
+    assert "--t4-profile needs a CUDA GPU" in capsys.readouterr().err
+    assert not out.parent.exists()                      # sweep made no folder, wrote nothing
+
+
+def test_t4_profile_is_set_before_the_run_on_a_gpu(monkeypatch, capsys):
+    """With CUDA (faked here), the cap is set first, and the config checks then treat the GPU as a T4."""
+    import torch
+
+    import labkit.experiment
+    import labkit.hardware
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(labkit.hardware, "t4_profile", lambda: calls.append("t4_profile") or 0.11)
+    monkeypatch.setattr(labkit.hardware, "t4_profile_active", lambda: "t4_profile" in calls)
+    monkeypatch.setattr(labkit.hardware, "device_facts",
+                        lambda **kw: calls.append("device_facts") or {"type": "cuda", "name": "NVIDIA H200",
+                                                                      "capability": [9, 0]})
+    fake = _fake_run("ok")
+    monkeypatch.setattr(labkit.experiment, "run", lambda *a, **kw: calls.append("run") or fake(*a, **kw))
+    assert cli.main(["run", "--t4-profile", "--json"]) == 0
+    assert calls == ["t4_profile", "device_facts", "run"]
+    capsys.readouterr()
+    calls.clear()
+    assert cli.main(["run", "--t4-profile", "--precision", "bf16"]) == 2     # an H200 has bf16; a T4 does not
+    assert "bf16 is not native" in capsys.readouterr().err and "run" not in calls
+
+
+# ---- warm-up default ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("argv, warmup", [(["--steps", "1"], 0), (["--steps", "2"], 1), (["--steps", "5"], 1),
+                                          ([], 1), (["--steps", "3", "--warmup", "0"], 0),
+                                          (["--steps", "4", "--warmup", "2"], 2)])
+def test_default_warmup_is_one_step_or_none_when_only_one_step(argv, warmup, monkeypatch, capsys):
+    import labkit.experiment
+    seen = {}
+    fake = _fake_run("ok")
+
+    def run(cfg, steps=3, warmup=1, **kw):
+        seen["steps"], seen["warmup"] = steps, warmup
+        return fake(cfg, steps, warmup, **kw)
+
+    monkeypatch.setattr(labkit.experiment, "run", run)
+    assert cli.main(["run", "--json"] + argv) == 0
+    assert seen["warmup"] == warmup
+
+
+def test_sweep_with_one_step_times_it_without_warmup(monkeypatch, tmp_path, capsys):
+    import labkit.experiment
+    seen = []
+    fake = _fake_run("ok")
+
+    def run(cfg, steps=3, warmup=1, **kw):
+        seen.append(warmup)
+        rec = fake(cfg, steps, warmup, **kw)
+        rec["labels"] += ["time-includes-warmup"] if warmup == 0 else []
+        return rec
+
+    monkeypatch.setattr(labkit.experiment, "run", run)
+    assert cli.main(["sweep", "--steps", "1", "--micro-batch", "1,2", "--out", str(tmp_path / "s.jsonl")]) == 0
+    assert seen == [0, 0]
+    assert cli.WARMUP_NOTE in capsys.readouterr().out
+
+
+def test_explicit_warmup_as_long_as_the_steps_stays_an_error(capsys):
+    assert cli.main(["run", "--steps", "1", "--warmup", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--warmup 1 must be below --steps 1" in err and err.count("\n") == 1
+
+
+def test_run_one_step_for_real_says_the_time_includes_the_first_step():
+    p = labkit("run", "--model", "tiny", "--steps", "1", "--seq-len", "64", "--micro-batch", "1", "--grad-accum", "1",
+               timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "time-includes-warmup" in p.stdout
+    assert p.stdout.rstrip().endswith(cli.WARMUP_NOTE)
+    p = labkit("run", "--model", "tiny", "--steps", "2", "--seq-len", "64", "--micro-batch", "1", "--grad-accum", "1",
+               timeout=300)
+    assert p.returncode == 0 and "time-includes-warmup" not in p.stdout and cli.WARMUP_NOTE not in p.stdout
+
+
+# ---- a RunConfig back to flags ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cfg", [
+    cli.RunConfig(),
+    cli.RunConfig(model="llama-3.2-1b", seq_len=512, micro_batch=3, grad_accum=1, pad_to_seq_len=False,
+                  gradient_checkpointing=False, precision="fp16", lora_targets=("q_proj", "v_proj"), lora_alpha=0.5,
+                  lora_dropout=0.0, optim="adamw", learning_rate=1e-4, eval_micro_batch=3, memory_budget_gb=0.25,
+                  seed=7, quant="none", lora_r=8, num_gpus=2),
+], ids=["defaults", "every-flag"])
+def test_argv_for_round_trips_through_the_parser(cfg):
+    argv = cli.argv_for(cfg)
+    args = cli.build_parser().parse_args(["run"] + argv)
+    assert cli.config_from_args(args) == cfg
+    assert (argv == []) == (cfg == cli.RunConfig())
+
+
+def test_argv_for_refuses_what_the_command_line_cannot_set():
+    with pytest.raises(ValueError, match="prepare_kbit"):
+        cli.argv_for(cli.RunConfig(prepare_kbit=True))

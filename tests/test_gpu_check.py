@@ -1,0 +1,146 @@
+"""benchmarks/gpu_check.py on a CPU: `--help` works, the script refuses in one line (exit 2), and its sections'
+plumbing (tables, checks, JSONL) runs on handmade records standing in for the GPU runs it would start."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from labkit.config import RunConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
+MiB, GiB = 1024 ** 2, 1024 ** 3
+
+
+@pytest.fixture
+def gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def script(*args):
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_help_on_a_cpu():
+    p = script("--help")
+    assert p.returncode == 0 and "--quick" in p.stdout and "--out DIR" in p.stdout and "T4-profile" in p.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_refuses_without_cuda_in_one_line(tmp_path):
+    p = script("--out", str(tmp_path / "out"))
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.count("\n") == 1 and p.stderr.startswith("gpu_check: error: needs a CUDA GPU")
+    assert not (tmp_path / "out").exists()                   # nothing run, nothing written
+    assert script("--only", "xyz").returncode == 2
+
+
+def _record(cfg, status="ok", peak=None, theory_peak=None):
+    return {"config": cfg.to_dict(), "status": status, "error": None if status == "ok" else "CUDA out of memory",
+            "labels": ["t4-profile", "shape-only"], "measured": {"peak_allocated_bytes": peak},
+            "theory": {"peak": theory_peak}}
+
+
+def _rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_section_b_compares_search_runs_alone_and_theory(gpu_check, monkeypatch, tmp_path, capsys):
+    from labkit import fresh
+    from labkit.experiment import estimate
+    from labkit.hardware import T4_TOTAL_MEMORY
+    llama = RunConfig(model="llama-3.2-1b", seq_len=512, grad_accum=1, precision="fp16")
+    at_cap = gpu_check.theory_largest(llama, T4_TOTAL_MEMORY)
+    peak = [estimate(llama.replace(micro_batch=b))["theory"]["peak"] for b in (at_cap, at_cap + 1)]
+    assert peak[0] <= T4_TOTAL_MEMORY < peak[1]                  # the largest theory fit, exactly
+
+    def search(cfg, lo, hi, weights, t4_profile):
+        assert t4_profile and weights == "random" and cfg.precision == "fp16" and cfg.gradient_checkpointing
+        return {"best": at_cap, "trail": [{"micro_batch": b, "status": "ok" if b <= at_cap else "oom"}
+                                          for b in (1, 2, 4, 8, 16, at_cap)]}
+
+    def run(cfg, steps, weights, t4_profile):
+        assert steps == 1 and t4_profile
+        fits = cfg.micro_batch <= at_cap
+        return _record(cfg, "ok" if fits else "oom", 14 * GiB if fits else None)
+
+    monkeypatch.setattr(fresh, "search", search)
+    monkeypatch.setattr(fresh, "run", run)
+    gpu_check.section_b(gpu_check.Writer(tmp_path), "T4-profile: stand-in records", (512,))
+    out = capsys.readouterr().out
+    assert "T4-profile" in out and "theory ≤ 14.75 GiB" in out and "oom —" in out
+    assert all(passed for _, passed, _ in gpu_check.RESULTS), gpu_check.RESULTS
+    row, = _rows(tmp_path / "b_search.jsonl")
+    assert row["search_best"] == at_cap and row["theory_largest_at_14_75_gib"] == at_cap
+    assert row["theory_largest_at_14_25_gib"] <= at_cap and set(row["runs_alone"]) == {str(at_cap), str(at_cap + 1)}
+
+
+def test_section_c_reports_error_and_goal_per_config(gpu_check, monkeypatch, tmp_path, capsys):
+    from labkit import fresh
+    seen = []
+
+    def run(cfg, steps, weights, t4_profile):
+        seen.append((cfg.model, cfg.precision, cfg.gradient_checkpointing))
+        if cfg.model == "qwen2.5-0.5b":
+            return _record(cfg, "oom")
+        if cfg.model == "tiny":                               # 20 MiB off: outside tiny's ±16 MiB
+            return _record(cfg, peak=100 * MiB, theory_peak=80 * MiB)
+        return _record(cfg, peak=4 * GiB, theory_peak=int(4 * GiB * 1.02))   # +2 %: inside ±3 %
+
+    monkeypatch.setattr(fresh, "run", run)
+    gpu_check.section_c(gpu_check.Writer(tmp_path), "T4-profile: stand-in records", ("fp16", "fp32"), (True, False))
+    assert len(seen) == 12 and set(seen) == {(m, p, g) for m in ("tiny", "llama-3.2-1b", "qwen2.5-0.5b")
+                                             for p in ("fp16", "fp32") for g in (True, False)}
+    verdicts = {name: passed for name, passed, _ in gpu_check.RESULTS}
+    assert verdicts["c: llama-3.2-1b fp16 ckpt on"] and not verdicts["c: tiny fp32 ckpt off"]
+    assert not verdicts["c: qwen2.5-0.5b fp16 ckpt on"]                  # an OOM is not a met goal
+    rows = _rows(tmp_path / "c_peak_grid.jsonl")
+    llama = next(r for r in rows if r["model"] == "llama-3.2-1b")
+    assert llama["error"] == pytest.approx(0.02, abs=1e-6) and llama["met"] and llama["goal"] == "±3%"
+    assert "+2.0%" in capsys.readouterr().out
+
+
+def test_section_a_measures_each_stage_and_flags_a_leak(gpu_check, monkeypatch, tmp_path):
+    import labkit.experiment
+    allocated = [0]
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda *a: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *a: allocated[0])
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda *a: allocated[0] + 2 * MiB)
+
+    def run(cfg, steps, warmup, device, weights):
+        assert (steps, warmup, device, weights) == (1, 0, "cuda", "random")
+        if cfg.seq_len == 2048:
+            allocated[0] += 13 * GiB                           # the leak the H100 records saw
+            return _record(cfg, "oom")
+        return _record(cfg, peak=5 * GiB)
+
+    monkeypatch.setattr(labkit.experiment, "run", run)
+    gpu_check.section_a(gpu_check.Writer(tmp_path), "T4-profile: stand-in records")
+    verdicts = {name: passed for name, passed, _ in gpu_check.RESULTS}
+    assert verdicts["a: too-big run is an OOM"] and not verdicts["a: the OOM leaves nothing allocated"]
+    stages = _rows(tmp_path / "a_oom_scene.jsonl")
+    assert len(stages) == 5 and stages[2]["allocated_bytes"] - stages[1]["allocated_bytes"] == 13 * GiB
+
+
+def test_section_d_reports_each_lesson_pass_or_fail(gpu_check, monkeypatch, tmp_path):
+    import nbformat
+    (tmp_path / "repo" / "notebooks").mkdir(parents=True)
+    for name, code in (("good", "print('fine')"), ("bad", "1 / 0")):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, tmp_path / "repo" / "notebooks" / f"{name}.ipynb")
+    monkeypatch.setattr(gpu_check, "ROOT", tmp_path / "repo")
+    gpu_check.section_d(gpu_check.Writer(tmp_path / "out"), tmp_path / "out", ("good", "bad"))
+    rows = {r["lesson"]: r for r in _rows(tmp_path / "out" / "d_lessons.jsonl")}
+    assert rows["good"]["passed"] and not rows["bad"]["passed"] and "ZeroDivisionError" in rows["bad"]["error"]
+    assert (tmp_path / "out" / "notebooks" / "good.ipynb").exists()          # executed copies kept
