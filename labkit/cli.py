@@ -224,6 +224,11 @@ def format_record(record: dict) -> str:
                             human_bytes(measured.get("peak_allocated_bytes")),
                             _err(measured.get("peak_allocated_bytes"), theory.get("peak"))))
     lines.append(row.format("peak reserved", "", human_bytes(measured.get("peak_reserved_bytes")), ""))
+    if measured.get("allocated_before_bytes") is not None:       # records from before 2026-11-30 lack it
+        source = {"cuda-allocator": "CUDA allocated", "live-tensors": "live tensors"}.get(
+            measured.get("allocated_before_source"), measured.get("allocated_before_source") or "")
+        lines.append(row.format("held before the run", "", human_bytes(measured["allocated_before_bytes"]), "")
+                     + f"  ({source}; included in the peak)")
     step = measured.get("step_time_s")
     flops = theory.get("step_flops")
     lines.append(row.format("step time", f"{flops:.3g} FLOP" if flops else "—",

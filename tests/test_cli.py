@@ -277,6 +277,8 @@ def test_run_one_step_for_real_says_the_time_includes_the_first_step():
     assert p.returncode == 0, p.stderr[-2000:]
     assert "time-includes-warmup" in p.stdout
     assert p.stdout.rstrip().endswith(cli.WARMUP_NOTE)
+    held = [line for line in p.stdout.splitlines() if line.startswith("held before the run")]
+    assert len(held) == 1 and "(live tensors; included in the peak)" in held[0]
     p = labkit("run", "--model", "tiny", "--steps", "2", "--seq-len", "64", "--micro-batch", "1", "--grad-accum", "1",
                timeout=300)
     assert p.returncode == 0 and "time-includes-warmup" not in p.stdout and cli.WARMUP_NOTE not in p.stdout
