@@ -18,12 +18,12 @@ import warnings
 
 import torch
 
-from labkit import data
+from labkit.engine import data
 from labkit.config import RunConfig, resolve_precision
-from labkit.models import load_model, tokenizer_for
-from labkit.runner import (device_summary, forward_backward, free_memory, label_tokens, make_optimizer,
+from labkit.engine.models import load_model, tokenizer_for
+from labkit.engine.runner import (device_summary, forward_backward, free_memory, label_tokens, make_optimizer,
                            make_scheduler, measure_run, pick_device)
-from labkit.trainer import train_with_trainer
+from labkit.engine.trainer import train_with_trainer
 
 
 def bare_loop(cfg: RunConfig, steps: int, device: str, precision: str) -> list[float]:

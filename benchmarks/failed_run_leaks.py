@@ -3,7 +3,7 @@
     python benchmarks/failed_run_leaks.py            # tiny, seq 128, micro-batch 2, accumulation 2
 
 For each point a failure is raised from inside the real code path (as a real OOM would be), then the live tensor
-bytes of the process are counted (`labkit.measure.live_tensor_bytes`) and a fitting run is tried again. The tests
+bytes of the process are counted (`labkit.engine.measure.live_tensor_bytes`) and a fitting run is tried again. The tests
 in tests/test_failed_runs.py hold the same points to ±1 MiB; this script prints the figures for a closing note or
 a bug report. CPU stand-in: the failures are injected, not real CUDA OOMs.
 """
@@ -19,8 +19,8 @@ warnings.filterwarnings("ignore")
 import torch  # noqa: E402
 from transformers.models.llama import modeling_llama  # noqa: E402
 
-from labkit import measure, runner  # noqa: E402
-from labkit.batch_search import largest_micro_batch  # noqa: E402
+from labkit.engine import measure, runner  # noqa: E402
+from labkit.search import largest_micro_batch  # noqa: E402
 from labkit.config import RunConfig  # noqa: E402
 from labkit.experiment import run  # noqa: E402
 
@@ -98,7 +98,7 @@ def main() -> int:
         return status_of(run(config(ckpt), steps=3, warmup=0))
 
     def trainer(ckpt):
-        from labkit.trainer import train_with_trainer
+        from labkit.engine.trainer import train_with_trainer
         return status_of(train_with_trainer(config(ckpt), steps=2, warmup=0))
 
     def search(ckpt):

@@ -18,7 +18,7 @@ Sections (each prints a table and writes DIR/<section>.jsonl, one JSON object a 
   d  lessons 03 and 06 executed with nbclient on this GPU (pass/fail and time; the executed copies are saved)
   e  `pytest -m gpu tests/test_gpu.py`
 
-"T4-profile" means this GPU with each process capped at a Colab T4's 14.75 GiB (`labkit.hardware.t4_profile`):
+"T4-profile" means this GPU with each process capped at a Colab T4's 14.75 GiB (`labkit.engine.hardware.t4_profile`):
 memory figures carry over to a T4, times do not. Section d runs the lessons as a learner would, on the whole GPU.
 Hub presets use shape-only random weights (`--weights random`): memory and time are real, losses are not.
 
@@ -101,7 +101,7 @@ def header() -> dict:
 
     import torch
 
-    from labkit.hardware import T4_TOTAL_MEMORY
+    from labkit.engine.hardware import T4_TOTAL_MEMORY
 
     def version(package):
         try:
@@ -204,7 +204,7 @@ def section_b(write, stand_in: str, seqs) -> None:
     0.5 GiB (a real T4 loses ~0.5 GiB to the CUDA context; the profile caps the allocator, not the context)."""
     from labkit import fresh
     from labkit.config import RunConfig
-    from labkit.hardware import T4_TOTAL_MEMORY
+    from labkit.engine.hardware import T4_TOTAL_MEMORY
 
     heading("b", "largest micro-batch: search vs runs alone vs theory (llama-3.2-1b, fp16, checkpointing on)",
             stand_in)
@@ -369,7 +369,7 @@ def main(argv=None) -> int:
     facts = header()
     write("header", facts)
 
-    from labkit.hardware import t4_profile, t4_profile_active
+    from labkit.engine.hardware import t4_profile, t4_profile_active
     global T4_PROFILED
     t4_profile()                                                    # this process: section a and the theory of b
     T4_PROFILED = t4_profile_active()

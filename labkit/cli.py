@@ -161,7 +161,7 @@ def argv_for(cfg: RunConfig) -> list[str]:
 
 
 def configs_from_sweep_args(args) -> list[RunConfig]:
-    from labkit.sweep import grid
+    from labkit.sweeps import grid
     axes = {f: _values(f, raw, sweep=True) for f, raw in _given(args).items()}
     if all(len(v) == 1 for v in axes.values()):   # no axis given: the demo grid (2 × 3 = 6 runs on the tiny model)
         for field, values in DEFAULT_AXES.items():
@@ -176,7 +176,7 @@ def check_configs(configs) -> None:
     from labkit.shapes import resolve_shape
     for cfg in configs:
         resolve_shape(cfg.model)
-    from labkit.hardware import device_facts, t4_profile_active   # imports torch
+    from labkit.engine.hardware import device_facts, t4_profile_active   # imports torch
     facts = device_facts(check_hub=False)
     cap = tuple(facts["capability"]) if facts["capability"] else None
     if facts["type"] == "cuda" and t4_profile_active():
@@ -203,7 +203,7 @@ def _err(measured, theory) -> str:
 
 def format_record(record: dict) -> str:
     """A record as a table: theory beside measured per component, then status, labels and warnings."""
-    from labkit.charts import _component_values, config_label
+    from labkit.report.charts import _component_values, config_label
     cfg = record["config"]
     resolved = record.get("resolved") or {}
     head = (f"{cfg['model']} · seq {cfg['seq_len']} · {cfg['micro_batch']} micro × {cfg['grad_accum']} accum × "
@@ -246,7 +246,7 @@ def format_record(record: dict) -> str:
 
 
 def format_sweep(records) -> str:
-    from labkit.charts import sweep_labels, theory_saved
+    from labkit.report.charts import sweep_labels, theory_saved
     labels = sweep_labels(records)
     width = max(len(s) for s in labels) + 2
     row = "{:<%d}{:>7}{:>14}{:>14}{:>8}{:>11}{:>9}" % width
@@ -278,14 +278,14 @@ def _emit(records, as_json: bool, table) -> None:
 
 
 def cmd_doctor(args) -> int:
-    from labkit.hardware import device_facts, format_doctor
+    from labkit.engine.hardware import device_facts, format_doctor
     try:
         facts = device_facts()
     except Exception as e:  # noqa: BLE001 — the doctor reports, it never fails
         print(json.dumps({"error": str(e)}) if args.json else f"labkit doctor could not read the device: {e}")
         return 0
     if args.check:                 # the instructor's preflight: one line per check, exit 0 ready / 1 not ready
-        from labkit.hardware import preflight
+        from labkit.engine.hardware import preflight
         ready, lines = preflight(facts)
         print(json.dumps({"ready": ready, "checks": lines}) if args.json else "\n".join(lines))
         return 0 if ready else 1
@@ -334,7 +334,7 @@ def _apply_t4_profile(args) -> None:
     if not torch.cuda.is_available():
         raise UsageError("--t4-profile needs a CUDA GPU: it caps GPU memory at a T4's 14.75 GiB, and torch sees "
                          "no GPU here (drop the flag to run on the CPU)")
-    from labkit.hardware import t4_profile
+    from labkit.engine.hardware import t4_profile
     t4_profile()
 
 
@@ -361,13 +361,13 @@ def cmd_sweep(args) -> int:
         elif folder and not os.path.isdir(folder):
             raise UsageError(f"--plot {path}: folder {folder} does not exist")
     from labkit.experiment import run
-    from labkit.sweep import run_sweep
+    from labkit.sweeps import run_sweep
     runner = functools.partial(run, weights=args.weights)
     records = run_sweep(configs, args.out, steps=args.steps, warmup=args.warmup, resume=not args.no_resume,
                         progress=True, runner=runner)
     _emit(records, args.json, _with_warmup_note(format_sweep))
     if args.plot:
-        from labkit.charts import sweep_chart
+        from labkit.report.charts import sweep_chart
         sweep_chart(records, path=args.plot)
         print(f"chart written to {args.plot}", file=sys.stderr)
     return _exit_code(records)
@@ -379,7 +379,7 @@ def cmd_search(args) -> int:
         raise UsageError(f"--max {args.max} is below --min {args.min}")
     _apply_t4_profile(args)
     check_configs([cfg])
-    from labkit.batch_search import largest_micro_batch
+    from labkit.search import largest_micro_batch
     out = largest_micro_batch(cfg, lo=args.min, hi=args.max, weights=args.weights)
     if args.json:
         print(json.dumps(out))
@@ -394,7 +394,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_exercises(args) -> int:
-    from labkit.build_exercises import main as build_main
+    from labkit.checkers.build import main as build_main
     return build_main([args.src, args.dst] + (["--check"] if args.check else []))
 
 

@@ -10,7 +10,7 @@ import datetime
 import labkit
 from labkit import theory
 from labkit.config import RunConfig, rule_warnings
-from labkit.runner import measure_run, run_setup
+from labkit.engine.runner import measure_run, run_setup
 from labkit.shapes import resolve_shape
 
 MEASURED_KEYS = ("saved_activation_bytes", "peak_allocated_bytes", "peak_reserved_bytes", "step_time_s",

@@ -9,7 +9,7 @@ kept in fp32 by peft (4 bytes per element), whatever c is.
 
 How the activation terms were derived: by reading what each op saves for backward in transformers' Llama code
 (RMSNorm, SDPA attention, SwiGLU MLP), peft's LoRA Linear and bitsandbytes' 4-bit matmul, and listing the tensors
-autograd keeps (`labkit.measure.saved_activation_bytes` counts the same thing from the other side; a test checks the
+autograd keeps (`labkit.engine.measure.saved_activation_bytes` counts the same thing from the other side; a test checks the
 two agree). The seed's simple rule b·s·h·L·2 is kept as its own line: it is exactly what full per-layer
 checkpointing keeps in 16-bit, and far less than what a layer saves without it.
 """

@@ -1,6 +1,6 @@
 import pytest
 
-from labkit.batch_search import largest_micro_batch, search_largest
+from labkit.search import largest_micro_batch, search_largest
 from labkit.config import RunConfig
 
 

@@ -1,51 +1,120 @@
-"""Ground rule 1: measurement never imports the theory and the theory never imports measurement, so a measured
-figure cannot come from a formula, nor a prediction from a measurement."""
+"""The walls of the package, read from the source (no import is executed).
+
+Ground rule 1: measurement never imports the theory and the theory never imports measurement, so a measured figure
+cannot come from a formula, nor a prediction from a measurement. Beyond that, every import goes downward:
+
+    layer 0  config, shapes, units, record           what everything shares
+    layer 1  theory | engine/ | report/               three rooms that never import each other
+    layer 2  experiment, search, sweeps               runs with their theory; grids; the largest micro-batch
+    layer 3  course/, checkers/, cli, fresh           what people use: lessons, the lab, exercises, the shell
+
+and no learner notebook imports the checkers' reference answers.
+"""
 import ast
+import json
 import pathlib
 import sys
 
 import pytest
 
-LABKIT = pathlib.Path(__file__).resolve().parents[1] / "labkit"
-MEASURING = ["measure", "runner", "batch_search", "trainer", "models"]
-PREDICTING = ["theory"]
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+LABKIT = ROOT / "labkit"
+LAYERS = [
+    {"config", "shapes", "units", "record"},
+    {"theory", "engine", "report"},
+    {"experiment", "search", "sweeps"},
+    {"course", "checkers", "cli", "fresh", "__main__"},
+]
+WALLED = {"theory", "engine", "report"}               # layer 1: none of these imports another
+
+
+def room(module: str) -> str:
+    """'engine.runner' → 'engine'; 'theory' → 'theory'."""
+    return module.split(".")[0]
+
+
+def layer(module: str) -> int:
+    return next(i for i, names in enumerate(LAYERS) if room(module) in names)
+
+
+def modules() -> list[str]:
+    """Every module of the package as a dotted name below labkit ('engine.runner', 'checkers', …)."""
+    out = []
+    for path in sorted(LABKIT.rglob("*.py")):
+        parts = path.relative_to(LABKIT).with_suffix("").parts
+        if parts == ("__init__",):
+            continue
+        out.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return out
+
+
+def source(module: str) -> pathlib.Path:
+    path = LABKIT.joinpath(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
 def labkit_imports(module: str) -> set[str]:
-    tree = ast.parse((LABKIT / f"{module}.py").read_text())
+    """Dotted names below labkit that `module` imports, anywhere in the file (lazy imports inside functions too)."""
+    tree = ast.parse(source(module).read_text(encoding="utf-8"))
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
             found |= {f"{node.module}.{a.name}" for a in node.names}
-    return {n.split(".", 1)[1] for n in found if n.startswith("labkit.")}
+    names = set()
+    for n in found:
+        if n.startswith("labkit."):
+            parts = n.split(".")[1:]
+            while parts and not (LABKIT.joinpath(*parts).with_suffix(".py").exists()
+                                 or LABKIT.joinpath(*parts).is_dir()):
+                parts.pop()                                # `from labkit.engine.runner import x` → engine.runner
+            if parts:
+                names.add(".".join(parts))
+    return names
 
 
-def reachable(module: str) -> set[str]:
-    seen, todo = set(), [module]
-    while todo:
-        m = todo.pop()
-        for dep in labkit_imports(m):
-            top = dep.split(".")[0]
-            if (LABKIT / f"{top}.py").exists() and top not in seen:
-                seen.add(top)
-                todo.append(top)
-    return seen
+@pytest.mark.parametrize("module", modules())
+def test_every_module_has_a_layer(module):
+    layer(module)
 
 
-@pytest.mark.parametrize("module", MEASURING)
-def test_measurement_never_reaches_the_theory(module):
-    assert "theory" not in reachable(module)
+@pytest.mark.parametrize("module", modules())
+def test_imports_only_go_down_or_stay_in_their_room(module):
+    for dep in labkit_imports(module):
+        if room(dep) == room(module):
+            continue
+        assert layer(dep) < layer(module) or (layer(dep) == layer(module) and layer(module) != 1), \
+            f"labkit.{module} imports labkit.{dep}: layer {layer(module)} → {layer(dep)}"
 
 
-@pytest.mark.parametrize("module", PREDICTING)
-def test_theory_never_reaches_measurement(module):
-    assert not reachable(module) & {"measure", "runner", "batch_search", "trainer", "experiment"}
+@pytest.mark.parametrize("module", [m for m in modules() if room(m) in WALLED])
+def test_theory_engine_and_report_never_import_each_other(module):
+    crossing = {room(d) for d in labkit_imports(module)} & (WALLED - {room(module)})
+    assert not crossing, f"labkit.{module} imports {crossing}"
+
+
+def test_measurement_and_theory_are_apart_in_both_directions():
+    engine = [m for m in modules() if room(m) == "engine"]
+    assert "engine.measure" in engine and "engine.runner" in engine
+    assert all("theory" not in {room(d) for d in labkit_imports(m)} for m in engine)
+    assert "engine" not in {room(d) for d in labkit_imports("theory")}
+
+
+NOTEBOOKS = sorted(ROOT.glob("notebooks/*.ipynb")) + sorted(ROOT.glob("exercises/*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_learner_notebook_imports_the_reference_answers(path):
+    code = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+    assert "_references" not in code
 
 
 def test_the_checker_sees_a_violation(tmp_path, monkeypatch):
-    (tmp_path / "fake.py").write_text("from labkit import theory\n")
+    (tmp_path / "engine").mkdir()
+    (tmp_path / "theory.py").write_text("")
+    (tmp_path / "engine" / "runner.py").write_text("def f():\n    from labkit import theory\n")
     monkeypatch.setattr(sys.modules[__name__], "LABKIT", tmp_path)
-    assert "theory" in labkit_imports("fake")
+    assert labkit_imports("engine.runner") == {"theory"}
+    with pytest.raises(AssertionError):
+        test_theory_engine_and_report_never_import_each_other("engine.runner")

@@ -4,7 +4,7 @@ import copy
 import pytest
 from matplotlib.figure import Figure
 
-from labkit.charts import (config_label, delta_text, describe_changes, memory_components_chart, pick_unit,
+from labkit.report.charts import (config_label, delta_text, describe_changes, memory_components_chart, pick_unit,
                            sweep_chart, sweep_labels)
 from labkit.config import RunConfig
 

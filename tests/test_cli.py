@@ -80,9 +80,9 @@ def test_unreadable_config_file(tmp_path, capsys):
 
 
 def test_bf16_refused_on_a_t4(monkeypatch, capsys):
-    import labkit.hardware
+    import labkit.engine.hardware
     t4 = {"type": "cuda", "name": "Tesla T4", "capability": [7, 5]}
-    monkeypatch.setattr(labkit.hardware, "device_facts", lambda **kw: t4)
+    monkeypatch.setattr(labkit.engine.hardware, "device_facts", lambda **kw: t4)
     assert cli.main(["run", "--precision", "bf16"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("labkit: error: bf16 is not native") and err.count("\n") == 1
@@ -192,14 +192,14 @@ def test_t4_profile_without_cuda_is_refused_in_one_line(command):
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the refusal is for machines without CUDA")
 @pytest.mark.parametrize("command", ["run", "sweep", "search"])
 def test_t4_profile_refusal_comes_before_any_work(command, monkeypatch, tmp_path, capsys):
-    import labkit.batch_search
+    import labkit.search
     import labkit.experiment
 
     def no_work(*a, **kw):
         raise AssertionError("a run started although --t4-profile was refused")
 
     monkeypatch.setattr(labkit.experiment, "run", no_work)
-    monkeypatch.setattr(labkit.batch_search, "largest_micro_batch", no_work)
+    monkeypatch.setattr(labkit.search, "largest_micro_batch", no_work)
     out = tmp_path / "sub" / "s.jsonl"
     extra = ["--out", str(out)] if command == "sweep" else []
     assert cli.main([command, "--t4-profile"] + extra) == 2
@@ -212,12 +212,12 @@ def test_t4_profile_is_set_before_the_run_on_a_gpu(monkeypatch, capsys):
     import torch
 
     import labkit.experiment
-    import labkit.hardware
+    import labkit.engine.hardware
     calls = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(labkit.hardware, "t4_profile", lambda: calls.append("t4_profile") or 0.11)
-    monkeypatch.setattr(labkit.hardware, "t4_profile_active", lambda: "t4_profile" in calls)
-    monkeypatch.setattr(labkit.hardware, "device_facts",
+    monkeypatch.setattr(labkit.engine.hardware, "t4_profile", lambda: calls.append("t4_profile") or 0.11)
+    monkeypatch.setattr(labkit.engine.hardware, "t4_profile_active", lambda: "t4_profile" in calls)
+    monkeypatch.setattr(labkit.engine.hardware, "device_facts",
                         lambda **kw: calls.append("device_facts") or {"type": "cuda", "name": "NVIDIA H200",
                                                                       "capability": [9, 0]})
     fake = _fake_run("ok")

@@ -15,8 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from labkit import exercises as E, links, theory
-from labkit.build_exercises import (BEGIN, CODE_STUB, END, RAISES_TAG, TEXT_STUB, build, dumps, exercise_notebook,
+from labkit import checkers as E, theory
+from labkit.course import links
+from labkit.checkers.build import (BEGIN, CODE_STUB, END, RAISES_TAG, TEXT_STUB, build, dumps, exercise_notebook,
                                     out_of_date, stub_source)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -659,7 +660,7 @@ def test_build_is_deterministic_and_removes_only_stale_generated_notebooks(tmp_p
 def test_cli_check_and_bad_input(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "labkit.build_exercises", *args], cwd=tmp_path, env=env,
+        return subprocess.run([sys.executable, "-m", "labkit.checkers.build", *args], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=120)
 
     p = run("missing", "out")
@@ -678,9 +679,9 @@ def test_committed_exercises_match_a_fresh_build(tmp_path):
     build(SOLUTIONS, tmp_path)
     fresh = {p.name: p.read_bytes() for p in tmp_path.glob("*.ipynb")}
     committed = {p.name: p.read_bytes() for p in EXERCISES.glob("*.ipynb")}
-    assert sorted(committed) == sorted(fresh), "run: python -m labkit.build_exercises solutions exercises"
+    assert sorted(committed) == sorted(fresh), "run: python -m labkit.checkers.build solutions exercises"
     stale = [name for name in fresh if fresh[name] != committed[name]]
-    assert not stale, f"{stale} out of date — run: python -m labkit.build_exercises solutions exercises"
+    assert not stale, f"{stale} out of date — run: python -m labkit.checkers.build solutions exercises"
 
 
 def _notebooks():

@@ -9,13 +9,13 @@ import pytest
 import torch
 from transformers.models.llama import modeling_llama
 
-from labkit import measure, runner
-from labkit.batch_search import largest_micro_batch
+from labkit.engine import measure, runner
+from labkit.search import largest_micro_batch
 from labkit.config import RunConfig
 from labkit.experiment import run
-from labkit.models import load_model, tokenizer_for
+from labkit.engine.models import load_model, tokenizer_for
 from labkit.shapes import resolve_shape
-from labkit.trainer import train_with_trainer
+from labkit.engine.trainer import train_with_trainer
 
 MiB = 1024 ** 2
 SLACK = 1 * MiB
@@ -224,7 +224,7 @@ def test_warmup_zero_is_labelled_as_timing_the_first_step():
 def test_metering_the_forward_does_not_change_the_gradients(checkpointing):
     """The saved-tensor meter packs detached views (so no reference cycle can outlive a failed forward); the
     gradients must be exactly those of an unmetered forward."""
-    from labkit import data
+    from labkit.engine import data
 
     c = cfg(checkpointing, lora_dropout=0.0, micro_batch=2)
     model, src = load_model(c, "fp32", "cpu", "random")

@@ -1,11 +1,13 @@
-"""Runs in a fresh process (labkit.fresh) and the fragmentation lesson's plumbing (labkit.fragmentation), on a CPU:
+"""Runs in a fresh process (labkit.fresh) and the fragmentation lesson's plumbing (labkit.course.fragmentation), on a CPU:
 the commands and environments built, a real child run parsed back, and the gap arithmetic on handmade records."""
 import os
 import sys
 
 import pytest
 
-from labkit import cli, data, fragmentation, fresh
+from labkit import cli, fresh
+from labkit.engine import data
+from labkit.course import fragmentation
 from labkit.config import RunConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

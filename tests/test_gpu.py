@@ -28,7 +28,7 @@ def test_fp16_runs_with_a_grad_scaler():
 
 
 def test_a_real_oom_is_a_result_and_the_next_run_works():
-    from labkit.hardware import t4_profile, t4_profile_active, t4_profile_off
+    from labkit.engine.hardware import t4_profile, t4_profile_active, t4_profile_off
     total = torch.cuda.get_device_properties(0).total_memory
     torch.cuda.set_per_process_memory_fraction(min(1.0, 2 * 1024 ** 3 / total))
     try:
@@ -62,7 +62,7 @@ def _settled_allocated() -> int:
 
 
 def test_t4_profile_scene_an_oom_leaves_nothing_allocated_and_the_next_run_fits():
-    from labkit.hardware import t4_profile, t4_profile_off
+    from labkit.engine.hardware import t4_profile, t4_profile_off
     t4_profile()
     try:
         first = run(FITS, steps=1, warmup=0, device="cuda", weights="random")
@@ -80,8 +80,8 @@ def test_t4_profile_scene_an_oom_leaves_nothing_allocated_and_the_next_run_fits(
 
 
 def test_t4_profile_search_best_fits_alone_and_best_plus_one_does_not():
-    from labkit.batch_search import largest_micro_batch
-    from labkit.hardware import t4_profile, t4_profile_off
+    from labkit.search import largest_micro_batch
+    from labkit.engine.hardware import t4_profile, t4_profile_off
     cfg = RunConfig(model="llama-3.2-1b", seq_len=512, grad_accum=1, gradient_checkpointing=True)
     t4_profile()
     try:

@@ -57,7 +57,7 @@ def _rows(path):
 def test_section_b_compares_search_runs_alone_and_theory(gpu_check, monkeypatch, tmp_path, capsys):
     from labkit import fresh
     from labkit.experiment import estimate
-    from labkit.hardware import T4_TOTAL_MEMORY
+    from labkit.engine.hardware import T4_TOTAL_MEMORY
     llama = RunConfig(model="llama-3.2-1b", seq_len=512, grad_accum=1, precision="fp16")
     at_cap = gpu_check.theory_largest(llama, T4_TOTAL_MEMORY)
     peak = [estimate(llama.replace(micro_batch=b))["theory"]["peak"] for b in (at_cap, at_cap + 1)]

@@ -6,8 +6,8 @@ import types
 import pytest
 import torch
 
-from labkit import hardware
-from labkit.hardware import T4_TOTAL_MEMORY, device_facts, format_doctor, t4_profile
+from labkit.engine import hardware
+from labkit.engine.hardware import T4_TOTAL_MEMORY, device_facts, format_doctor, t4_profile
 
 
 @pytest.fixture
@@ -127,7 +127,7 @@ def _facts(**over):
 
 
 def test_preflight_verdicts():
-    from labkit.hardware import preflight
+    from labkit.engine.hardware import preflight
     ready, lines = preflight(_facts())
     assert ready and lines[-1] == "READY: GPU lessons with the real model"
     ready, lines = preflight(_facts(hub_reachable=False))
@@ -142,7 +142,8 @@ def test_preflight_verdicts():
 
 
 def test_doctor_check_exit_codes(monkeypatch, capsys):
-    from labkit import cli, hardware
+    from labkit import cli
+    from labkit.engine import hardware
     monkeypatch.setattr(hardware, "device_facts", lambda *a, **k: _facts())
     assert cli.main(["doctor", "--check"]) == 0
     assert capsys.readouterr().out.strip().endswith("READY: GPU lessons with the real model")

@@ -14,10 +14,11 @@ import ipywidgets as W
 import pytest
 import torch
 
-from labkit import experiment, lessons
-from labkit import lab as lab_module
+from labkit import experiment
+from labkit.course import lessons
+from labkit.course import lab as lab_module
 from labkit.config import RunConfig
-from labkit.lab import (CSV_COLUMNS, Lab, as_reference, load_reference, matches, precision_choices, provenance,
+from labkit.course.lab import (CSV_COLUMNS, Lab, as_reference, load_reference, matches, precision_choices, provenance,
                         reference_sets, result_table_html)
 
 CPU_ONLY = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU layout of the lab")
@@ -271,7 +272,7 @@ def test_replaying_a_set_refuses_values_it_did_not_record():
 def partial_gpu_set(tmp_path, monkeypatch):
     """A reference folder holding the GPU set without its seq-2048 runs at micro-batch 2 and 4 (a set whose grid
     has holes), beside the real sets."""
-    folder = Path(lab_module.__file__).parent / "reference"
+    folder = Path(lab_module.__file__).parent.parent / "reference"
     for f in folder.glob("*.jsonl"):
         (tmp_path / f.name).write_bytes(f.read_bytes())
     lines = (folder / f"{GPU_SET}.jsonl").read_text().splitlines()
@@ -300,7 +301,7 @@ GPU_PROVENANCE = "reference · measured on NVIDIA H100 80GB HBM3 (T4 profile), 2
 
 
 def test_gpu_reference_set_is_the_recording_byte_for_byte():
-    path = Path(lab_module.__file__).parent / "reference" / f"{GPU_SET}.jsonl"
+    path = Path(lab_module.__file__).parent.parent / "reference" / f"{GPU_SET}.jsonl"
     data = path.read_bytes()
     # sha256 of lab-grid-llama-3.2-1b.jsonl as recorded (shared/gpu-records/h100-t4-profile-2026-11-22/)
     assert hashlib.sha256(data).hexdigest() == "06e9a8456583d6d43040d3c02c4528f11e9d3b46598c2afd049710cdb8ebc998"
@@ -504,13 +505,14 @@ def test_matching_resolves_auto_on_the_reference_device():
     assert not matches(t4, cfg.replace(micro_batch=4))
 
 
-# ---- the callable module -------------------------------------------------------------------------------------------
-def test_labkit_lab_is_callable_both_ways():
-    import labkit.lab
+# ---- the stable entry point --------------------------------------------------------------------------------------
+def test_labkit_lab_builds_a_panel_and_the_module_is_a_plain_module():
+    import labkit
+    from labkit import lab
 
-    panel = labkit.lab(model="tiny", device="cpu")
-    assert isinstance(panel, Lab)
-    assert isinstance(lab_module(model="tiny", device="cpu"), Lab)
+    assert lab is labkit.lab is lab_module.lab                # `from labkit import lab; lab()` as the lessons do
+    assert isinstance(labkit.lab(model="tiny", device="cpu"), Lab)
+    assert not callable(lab_module)                          # no callable-module trick behind it
 
 
 # ---- the real engine ------------------------------------------------------------------------------------------------
@@ -591,7 +593,7 @@ def test_a_record_that_cannot_be_shown_is_a_message_not_a_traceback(monkeypatch)
 
 
 def test_set_checks_every_value_before_applying_any():
-    from labkit.lab import lab
+    from labkit.course.lab import lab
     the_lab = lab()
     before = {k: w.value for k, w in the_lab.controls.items()}
     with pytest.raises(ValueError, match="must be an integer"):

@@ -1,7 +1,7 @@
 """Measurement against hand-computable toys (micrograd style: compare with numbers you can do on paper)."""
 import torch
 
-from labkit.measure import SavedTensorMeter, resident_bytes, storage_bytes
+from labkit.engine.measure import SavedTensorMeter, resident_bytes, storage_bytes
 
 
 def test_saved_bytes_of_hand_computable_ops():

@@ -1,7 +1,7 @@
 """Static checks of the lesson notebooks (nbval executes them; these read them).
 
 - every lesson exists, is valid nbformat, and opens with an "Open in Colab" badge for its own path, built from the
-  one repository URL in labkit/links.py;
+  one repository URL in labkit/course/links.py;
 - the setup cell installs only on Colab, never touches torch, and points at the same repository;
 - committed notebooks carry outputs only on the pinned cells, and no machine paths, tokens or stale errors;
 - markdown links between lessons lead to files that exist; notebooks/README.md lists every lesson.
@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from labkit.links import BRANCH, REPO_URL, badge_markdown, colab_url
+from labkit.course.links import BRANCH, REPO_URL, badge_markdown, colab_url
 
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from labkit import data, runner
+from labkit.engine import data, runner
 from labkit.config import RunConfig
 from labkit.experiment import run
-from labkit.models import load_model, tokenizer_for
+from labkit.engine.models import load_model, tokenizer_for
 
 SMALL = dict(seq_len=64, micro_batch=2, grad_accum=2)
 
@@ -111,7 +111,7 @@ def test_accumulated_gradients_equal_the_big_batch():
 
 
 def test_a_gpu_budget_is_refused_and_the_t4_profile_labels_runs(monkeypatch):
-    from labkit import hardware
+    from labkit.engine import hardware
     cuda = {"type": "cuda", "name": "NVIDIA H100 80GB HBM3", "capability": [9, 0], "total_memory": 85 * 2 ** 30}
     monkeypatch.setattr(runner, "pick_device", lambda d=None: "cuda")
     monkeypatch.setattr(runner, "device_summary", lambda d: cuda)

@@ -23,7 +23,7 @@ def test_trainable_params_match_peft_on_the_meta_device(preset, targets):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from labkit.models import lora_config
+    from labkit.engine.models import lora_config
 
     cfg = RunConfig(model=preset, lora_r=8, lora_targets=targets)
     with torch.device("meta"):

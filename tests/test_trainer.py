@@ -1,6 +1,6 @@
 """The HF Trainer path: TrainingArguments from a RunConfig, and a measured run through Trainer on CPU."""
 from labkit.config import RunConfig
-from labkit.trainer import OPTIM_NAMES, training_arguments, train_with_trainer
+from labkit.engine.trainer import OPTIM_NAMES, training_arguments, train_with_trainer
 
 
 def test_training_arguments_follow_the_config(tmp_path):

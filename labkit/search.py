@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from labkit import data, measure
+from labkit.engine import data, measure
 from labkit.config import RunConfig
-from labkit.models import load_model, tokenizer_for
-from labkit.runner import (SimulatedOOM, budget_labels, check_budget, forward_backward, free_memory,
+from labkit.engine.models import load_model, tokenizer_for
+from labkit.engine.runner import (SimulatedOOM, budget_labels, check_budget, forward_backward, free_memory,
                            is_cpu_allocation_failure, label_tokens, release_failure, run_setup)
 
 

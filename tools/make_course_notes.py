@@ -6,7 +6,7 @@ Every sentence here was written for this course. Two kinds of notes come out:
 - worked examples: small calculations (effective batch, weight bytes, Adam states, LoRA parameter counts,
   logits, checkpointed layer inputs) whose numbers the script computes, so they are right by construction.
 
-The output is deterministic: run `python labkit/data/make_course_notes.py` and the file comes out byte for byte the
+The output is deterministic: run `python tools/make_course_notes.py` and the file comes out byte for byte the
 same. Each note is 100 to 600 characters long.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 import pathlib
 
 HERE = pathlib.Path(__file__).resolve().parent
-OUT = HERE / "course_notes.jsonl"
+OUT = HERE.parent / "labkit" / "engine" / "course_notes.jsonl"   # tools/ sits beside labkit/
 MIN_CHARS, MAX_CHARS = 100, 600
 
 # ---- hand-written topics: (questions, answers) -------------------------------------------------------------------

@@ -18,7 +18,7 @@ CUDA starts):
     padded to seq_len          --pad on                    default allocator
     changing lengths, expandable  --pad off                PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 
-Without padding, `labkit.data.batches` pads each batch only to its longest row, so the width changes from batch to
+Without padding, `labkit.engine.data.batches` pads each batch only to its longest row, so the width changes from batch to
 batch. A CPU has no caching allocator (freed memory goes back to the system allocator): there is no gap to show.
 """
 from __future__ import annotations

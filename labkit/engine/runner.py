@@ -34,9 +34,9 @@ import types
 
 import torch
 
-from labkit import data, hardware, measure
+from labkit.engine import data, hardware, measure
 from labkit.config import RunConfig, resolve_precision
-from labkit.models import TORCH_DTYPES, load_model, tokenizer_for
+from labkit.engine.models import TORCH_DTYPES, load_model, tokenizer_for
 
 GiB = 1024 ** 3
 MiB = 1024 ** 2
@@ -89,7 +89,7 @@ def budget_labels(cfg: RunConfig, dev: dict) -> list[str]:
         return []
     if dev["type"] == "cuda":
         raise ValueError("memory_budget_gb simulates an OOM on a CPU; on a GPU the real limit applies "
-                         "(cap a big GPU to a T4's memory with labkit.hardware.t4_profile())")
+                         "(cap a big GPU to a T4's memory with labkit.engine.hardware.t4_profile())")
     return ["budget-simulated"]
 
 

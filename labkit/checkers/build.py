@@ -1,7 +1,7 @@
 """Generate the exercise notebooks from the solution notebooks: `solutions/` is the single source.
 
-    python -m labkit.build_exercises solutions exercises          # write exercises/*.ipynb
-    python -m labkit.build_exercises solutions exercises --check  # exit 1 if exercises/ is out of date
+    python -m labkit.checkers.build solutions exercises          # write exercises/*.ipynb
+    python -m labkit.checkers.build solutions exercises --check  # exit 1 if exercises/ is out of date
 
 In a solution notebook the answer sits between nbgrader's delimiters, in code or in Markdown:
 
@@ -16,7 +16,7 @@ For each notebook in the source folder the generator
 - tags every code cell that had a block, and every cell tagged `uses-solution` (a cell that calls the learner's
   code), `raises-exception`, so nbval expects the NotImplementedError the stub raises;
 - clears outputs and execution counts, except in check cells (`# NBVAL_CHECK_OUTPUT` and a `check_…(` call from
-  labkit.exercises), which get the fixed "not implemented yet" line the checker prints for a stub, so nbval pins
+  labkit.checkers), which get the fixed "not implemented yet" line the checker prints for a stub, so nbval pins
   that too;
 - writes JSON the way Jupyter does (indent 1, sorted keys, trailing newline), so a rebuild is byte-identical.
 """
@@ -82,14 +82,14 @@ def _not_implemented_output(text: str):
     """The output a check cell shows when run on the stub: one line per check call, or None if not a check cell."""
     if CHECK_MARK not in text:
         return None
-    from labkit.exercises import TITLES, not_implemented_line
+    from labkit.checkers import TITLES, not_implemented_line
 
     names = CHECK_CALL.findall(text)
     if not names:
         return None
     unknown = [n for n in names if n not in TITLES]
     if unknown:
-        raise ValueError(f"check cell calls {', '.join(unknown)}, which labkit.exercises does not define")
+        raise ValueError(f"check cell calls {', '.join(unknown)}, which labkit.checkers does not define")
     return "".join(not_implemented_line(TITLES[n]) + "\n" for n in names)
 
 
@@ -188,7 +188,7 @@ def out_of_date(src_dir="solutions", dst_dir="exercises") -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m labkit.build_exercises",
+    parser = argparse.ArgumentParser(prog="python -m labkit.checkers.build",
                                      description="generate exercise notebooks (stubs) from solution notebooks")
     parser.add_argument("src", nargs="?", default="solutions", help="folder of solution notebooks")
     parser.add_argument("dst", nargs="?", default="exercises", help="folder to write the exercises to")
@@ -198,7 +198,7 @@ def main(argv=None) -> int:
         if args.check:
             stale = out_of_date(args.src, args.dst)
             if stale:
-                print(f"out of date: {', '.join(stale)} — run: python -m labkit.build_exercises "
+                print(f"out of date: {', '.join(stale)} — run: python -m labkit.checkers.build "
                       f"{args.src} {args.dst}", file=sys.stderr)
                 return 1
             print(f"{args.dst} is up to date with {args.src}")

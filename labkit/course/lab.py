@@ -1,7 +1,7 @@
 """The lab: one panel of widgets that every lesson reuses.
 
-    from labkit import lab
-    panel = lab()          # an ipywidgets VBox; end a cell with it to show it
+    import labkit
+    panel = labkit.lab()   # an ipywidgets VBox; end a cell with it to show it
     panel.run()            # the same as pressing Run (tests and notebooks drive it this way)
 
 Controls: gradient checkpointing, precision (only the formats this device runs natively; the others are named with
@@ -36,8 +36,8 @@ from importlib import resources
 
 import ipywidgets as W
 
-from labkit import charts
-from labkit.charts import lookup
+from labkit.report import charts
+from labkit.report.charts import lookup
 from labkit.config import RunConfig, native_bf16, resolve_precision
 
 MiB = 1024 ** 2
@@ -281,7 +281,7 @@ class Lab(W.VBox):
     def __init__(self, model: str | None = None, device: str | None = None, steps: int = 3, warmup: int = 1,
                  base: RunConfig | None = None, weights: str = "auto", runner=None, reference: str | None = None):
         super().__init__()
-        from labkit.runner import device_summary, pick_device
+        from labkit.engine.runner import device_summary, pick_device
 
         self.device = pick_device(device)
         self.facts = device_summary(self.device)
@@ -616,7 +616,7 @@ class Lab(W.VBox):
         finally:
             self._set_busy(False)
             if record is None:
-                from labkit.runner import free_memory
+                from labkit.engine.runner import free_memory
                 free_memory()
                 self.progress.bar_style, self.progress.description = "danger", "failed"
         if record is None:
@@ -951,15 +951,3 @@ def held_before_warning_html(record: dict) -> str:
 def lab(model: str | None = None, **kwargs) -> Lab:
     """Build the lab panel. On a GPU the default model is 'llama-3.2-1b'; without one, 'tiny' on the CPU."""
     return Lab(model=model, **kwargs)
-
-
-# `from labkit import lab; lab()` and `import labkit.lab; labkit.lab()` both work: the module itself is callable
-# (it forwards to the function above), so the module/function name clash cannot bite a learner.
-class _CallableModule(type(json)):
-    def __call__(self, model: str | None = None, **kwargs) -> Lab:
-        return lab(model, **kwargs)
-
-
-import sys as _sys  # noqa: E402
-
-_sys.modules[__name__].__class__ = _CallableModule

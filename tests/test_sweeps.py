@@ -10,7 +10,7 @@ import time
 import pytest
 
 from labkit.config import RunConfig
-from labkit.sweep import grid, load_records, record_key, run_key, run_sweep
+from labkit.sweeps import grid, load_records, record_key, run_key, run_sweep
 
 BASE = RunConfig(model="tiny", seq_len=64, precision="fp32")
 
@@ -100,7 +100,7 @@ def test_progress_bar_shows_config(tmp_path, capsys):
 KILL_SCRIPT = textwrap.dedent("""
     import sys, time
     from labkit.config import RunConfig
-    from labkit.sweep import grid, run_sweep
+    from labkit.sweeps import grid, run_sweep
     out, log, slow = sys.argv[1], sys.argv[2], float(sys.argv[3])
 
     def runner(cfg, steps, warmup):

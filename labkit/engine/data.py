@@ -3,8 +3,8 @@
 - `byte_tokenizer()` maps every UTF-8 byte to its own id (0..255) and adds three special tokens: `<pad>` = 256,
   `<s>` = 257, `</s>` = 258. 259 ids fit the tiny preset's vocabulary of 384. Decoding the ids of any string gives
   the string back exactly; a literal "<s>" in the text stays four bytes, it is never read as a special token.
-- `course_texts()` reads `labkit/data/course_notes.jsonl`: a few hundred short notes on training memory written
-  for this course (see `labkit/data/make_course_notes.py`).
+- `course_texts()` reads `labkit/engine/course_notes.jsonl`: a few hundred short notes on training memory written
+  for this course (see `tools/make_course_notes.py`).
 - `batches(...)` yields `{"input_ids", "attention_mask", "labels"}` forever, in a seeded order. By default every
   batch has the same shape (micro_batch, seq_len): Axolotl's rule 3, padding to a constant length so the CUDA
   caching allocator can reuse its blocks from step to step.
@@ -65,7 +65,7 @@ def byte_tokenizer():
 
 @functools.lru_cache(maxsize=1)
 def _course_texts() -> tuple[str, ...]:
-    path = resources.files("labkit").joinpath("data", "course_notes.jsonl")
+    path = resources.files("labkit.engine").joinpath("course_notes.jsonl")
     texts = []
     with path.open("r", encoding="utf-8") as fh:
         for line in fh:

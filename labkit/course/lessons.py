@@ -1,6 +1,6 @@
 """Small helpers the lesson notebooks share, so that each notebook shows the code worth learning and no plumbing.
 
-    from labkit import lessons
+    from labkit.course import lessons
     env = lessons.environment()          # device, default model, one line saying which
     lessons.claim("activations left with checkpointing", measured=0.08, low=0.30, high=0.40, as_percent=True)
     lessons.table([("weights", "2.21 MiB")], header=("component", "bytes"))
@@ -16,7 +16,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 
-from labkit.lab import fmt_bytes  # noqa: F401  (re-exported for the notebooks)
+from labkit.course.lab import fmt_bytes  # noqa: F401  (re-exported for the notebooks)
 
 MINUS = "\u2212"
 

@@ -16,10 +16,10 @@ import types
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from labkit import data, measure
+from labkit.engine import data, measure
 from labkit.config import RunConfig
-from labkit.models import NON_REENTRANT, load_model, tokenizer_for
-from labkit.runner import (SimulatedOOM, free_memory, held_before, is_cpu_allocation_failure, release_failure,
+from labkit.engine.models import NON_REENTRANT, load_model, tokenizer_for
+from labkit.engine.runner import (SimulatedOOM, free_memory, held_before, is_cpu_allocation_failure, release_failure,
                            run_setup)
 
 OPTIM_NAMES = {"adamw": "adamw_torch", "paged_adamw_8bit": "paged_adamw_8bit"}
@@ -57,11 +57,11 @@ def training_arguments(cfg: RunConfig, output_dir: str, max_steps: int, precisio
         kw["warmup_ratio"] = 0.03
     else:
         kw["warmup_steps"] = 0.03                              # a float < 1 is a ratio in transformers 5
-    # The model arrives from labkit.models.load_model with checkpointing already on (or off) as the config says;
+    # The model arrives from labkit.engine.models.load_model with checkpointing already on (or off) as the config says;
     # telling Trainer the same keeps it from changing anything.
     new_names = _supported("activation_checkpointing")
     kw["activation_checkpointing" if new_names else "gradient_checkpointing"] = cfg.gradient_checkpointing
-    if cfg.gradient_checkpointing:    # non-reentrant, as labkit.models does (4.x would default to re-entrant)
+    if cfg.gradient_checkpointing:    # non-reentrant, as labkit.engine.models does (4.x would default to re-entrant)
         kw["activation_checkpointing_kwargs" if new_names else "gradient_checkpointing_kwargs"] = \
             dict(NON_REENTRANT)
     kw.update(overrides)

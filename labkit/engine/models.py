@@ -37,7 +37,7 @@ def hub_allowed() -> bool:
     once; otherwise one quick probe per process decides (Colab: yes; these CI machines: no → shape-only)."""
     global _HUB_REACHABLE
     if _HUB_REACHABLE is None:
-        from labkit.hardware import hub_status
+        from labkit.engine.hardware import hub_status
 
         _HUB_REACHABLE = hub_status()[0]
     return _HUB_REACHABLE
@@ -177,7 +177,7 @@ def load_model(cfg: RunConfig, precision: str, device: str = "cpu", weights: str
 
 def tokenizer_for(src: ModelSource):
     """The hub model's own tokenizer, or the kit's byte-level one for shape-only and local models."""
-    from labkit import data
+    from labkit.engine import data
 
     if src.kind == "hub":
         return data.hub_tokenizer(src.hub_id)

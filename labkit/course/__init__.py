@@ -1,0 +1,1 @@
+"""The course: the widget lab and the helpers the lesson notebooks call."""

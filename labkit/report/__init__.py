@@ -1,0 +1,1 @@
+"""Reports: text tables, deltas and figures made from run records."""
