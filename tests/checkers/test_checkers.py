@@ -20,7 +20,7 @@ from labkit.course import links
 from labkit.checkers.build import (BEGIN, CODE_STUB, END, RAISES_TAG, TEXT_STUB, build, dumps, exercise_notebook,
                                     out_of_date, stub_source)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SOLUTIONS, EXERCISES = REPO / "solutions", REPO / "exercises"
 LESSONS = ("01", "02", "03", "04", "05", "06", "07")
 

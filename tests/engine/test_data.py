@@ -57,7 +57,7 @@ def test_course_notes_shape():
 def test_course_notes_generator_is_reproducible(tmp_path, monkeypatch):
     import importlib.util
     import pathlib
-    script = pathlib.Path(__file__).resolve().parents[1] / "tools" / "make_course_notes.py"   # a build tool,
+    script = pathlib.Path(__file__).resolve().parents[2] / "tools" / "make_course_notes.py"   # a build tool,
     assert script.exists()                                                        # not shipped in the package
     spec = importlib.util.spec_from_file_location("make_course_notes", script)
     mod = importlib.util.module_from_spec(spec)
