@@ -78,7 +78,7 @@ def patch_attr(owner, attr, value):
 
 
 def status_of(rec) -> str:
-    return rec["status"] if isinstance(rec, dict) and "status" in rec else str(rec)
+    return rec["status"] if hasattr(rec, "keys") and "status" in rec else str(rec)
 
 
 def main() -> int:

@@ -270,9 +270,10 @@ def _exit_code(records) -> int:
 
 
 def _emit(records, as_json: bool, table) -> None:
+    from labkit.record import dumps as record_json
     if as_json:
         for r in records:
-            print(json.dumps(r, default=str), flush=True)
+            print(record_json(r), flush=True)
     else:
         print(table(records))
 

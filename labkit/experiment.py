@@ -10,11 +10,9 @@ import datetime
 import labkit
 from labkit import theory
 from labkit.config import RunConfig, rule_warnings
+from labkit.record import RunRecord, build
 from labkit.engine.runner import measure_run, run_setup
 from labkit.shapes import resolve_shape
-
-MEASURED_KEYS = ("saved_activation_bytes", "peak_allocated_bytes", "peak_reserved_bytes", "step_time_s",
-                 "tokens_per_s", "loss", "resident", "allocated_before_bytes", "allocated_before_source")
 
 
 def _theory(cfg: RunConfig, precision: str, device: dict, padding_mask: bool) -> dict:
@@ -26,26 +24,27 @@ def _theory(cfg: RunConfig, precision: str, device: dict, padding_mask: bool) ->
     return out
 
 
-def _record(cfg: RunConfig, measured_part: dict, theory_part: dict) -> dict:
-    return {
-        "config": cfg.to_dict(),
-        "shape": resolve_shape(cfg.model).to_dict(),
-        "resolved": measured_part["resolved"],
-        "model_source": measured_part["model_source"],
-        "labels": measured_part["labels"],
-        "warnings": rule_warnings(cfg) + measured_part.get("warnings", []),
-        "theory": theory_part,
-        "measured": measured_part["measured"],
-        "status": measured_part["status"],
-        "error": measured_part["error"],
-        "device": measured_part["device"],
-        "labkit_version": labkit.__version__,
-        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+def _record(cfg: RunConfig, measured_part: dict, theory_part: dict) -> RunRecord:
+    return build(
+        config=cfg.to_dict(),
+        shape=resolve_shape(cfg.model).to_dict(),
+        resolved=measured_part["resolved"],
+        model_source=measured_part["model_source"],
+        labels=measured_part["labels"],
+        warnings=rule_warnings(cfg) + measured_part.get("warnings", []),
+        theory=theory_part,
+        measured=measured_part["measured"],
+        status=measured_part["status"],
+        error=measured_part["error"],
+        traceback=measured_part.get("traceback"),
+        device=measured_part["device"],
+        labkit_version=labkit.__version__,
+        time=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
 
 
 def run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = None, weights: str = "auto",
-        progress: bool = False, on_step=None) -> dict:
+        progress: bool = False, on_step=None) -> RunRecord:
     """Real steps + theory for the same config. The theory is told whether the measured batch had padding
     (with a padding mask SDPA keeps more; see theory.saved_activations) — a fact about the input, not a
     measurement."""
@@ -55,16 +54,16 @@ def run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = No
     prediction = _theory(cfg, measured["resolved"]["precision"], measured["device"],
                          padding if padding is not None else cfg.pad_to_seq_len)
     record = _record(cfg, measured, prediction)
-    record["run"] = {"steps": steps, "warmup": warmup, "weights": weights}
+    record.run = {"steps": steps, "warmup": warmup, "weights": weights}
     return record
 
 
-def estimate(cfg: RunConfig, device: str | None = None, padding_mask: bool = True) -> dict:
+def estimate(cfg: RunConfig, device: str | None = None, padding_mask: bool = True) -> RunRecord:
     """Theory only (no model is loaded); every measured field is None and the record is labelled "theory-only"."""
     resolve_shape(cfg.model)
     device, dev, precision, labels = run_setup(cfg, device)
     measured = {"resolved": {"precision": precision, "device": device}, "model_source": None,
                 "labels": ["theory-only"] + [x for x in labels if x == "t4-profile"],   # nothing measured on it
                 "status": "ok", "error": None, "device": dev,
-                "measured": {k: None for k in MEASURED_KEYS}}
+                "measured": {}}                                       # every measured field None
     return _record(cfg, measured, _theory(cfg, precision, dev, padding_mask))

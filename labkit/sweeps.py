@@ -16,6 +16,7 @@ import sys
 import warnings
 
 from labkit.config import RunConfig
+from labkit.record import RunRecord, build, read_jsonl, write_jsonl
 
 # statuses that count as a finished result on resume; an "error" run is tried again
 FINISHED = ("ok", "oom")
@@ -66,52 +67,14 @@ def run_key(config_key: str, steps, warmup) -> str:
     return json.dumps([config_key, steps, warmup])
 
 
-def _read(path, repair: bool = False) -> list[dict]:
-    """Records in a JSON Lines file. A last line without its newline is a run killed mid-write: it is dropped with
-    a warning (and, with repair=True, cut from the file so the next append starts on a clean line)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    complete, _, tail = data.rpartition(b"\n")
-    if not data.endswith(b"\n") and tail.strip():
-        try:   # killed between the record and its newline: the record itself is whole
-            json.loads(tail)
-            complete, tail = data, b""
-            if repair:
-                with open(path, "ab") as f:
-                    f.write(b"\n")
-        except ValueError:
-            warnings.warn(f"{path}: ignoring a truncated last line ({len(tail)} bytes, a run killed mid-write)",
-                          stacklevel=3)
-            if repair:
-                os.truncate(path, len(complete) + 1 if complete else 0)
-    records = []
-    for n, line in enumerate(complete.split(b"\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            warnings.warn(f"{path}: ignoring unreadable line {n}", stacklevel=3)
-    return records
-
-
-def load_records(path) -> list[dict]:
+def load_records(path) -> list[RunRecord]:
     """All records in a sweep file, in the order they were written (a truncated last line is skipped)."""
-    return _read(path)
+    return read_jsonl(path)
 
 
-def _append(path, record: dict) -> None:
-    line = json.dumps(record, default=lambda o: o.item() if hasattr(o, "item") else str(o)) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)       # one write per record: a kill leaves at most one partial line
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _failed_record(cfg: RunConfig, error: Exception) -> dict:
+def _failed_record(cfg: RunConfig, error: Exception) -> RunRecord:
     """A runner that raised still leaves a line, so the sweep file shows every config that was tried."""
-    return {"config": cfg.to_dict(), "resolved": None, "model_source": None, "labels": [], "theory": {},
-            "measured": {}, "status": "error", "error": f"{type(error).__name__}: {error}", "device": None}
+    return build(config=cfg.to_dict(), status="error", error=f"{type(error).__name__}: {error}")
 
 
 def run_sweep(configs, out_path, steps: int = 3, warmup: int = 1, resume: bool = True, progress: bool = True,
@@ -128,11 +91,11 @@ def run_sweep(configs, out_path, steps: int = 3, warmup: int = 1, resume: bool =
 
     done = {}
     if resume and os.path.exists(out_path):
-        for rec in _read(out_path, repair=True):   # later lines win
+        for rec in read_jsonl(out_path, repair=True):   # later lines win
             if rec.get("status") in FINISHED:
                 done[record_key(rec)] = rec
     elif os.path.exists(out_path):
-        _read(out_path, repair=True)                # still cut a partial line before appending after it
+        read_jsonl(out_path, repair=True)                # still cut a partial line before appending after it
 
     bar = None
     if progress:
@@ -156,7 +119,7 @@ def run_sweep(configs, out_path, steps: int = 3, warmup: int = 1, resume: bool =
                     warnings.warn(f"run {i + 1}/{len(configs)} failed: {type(e).__name__}: {e}", stacklevel=2)
                     record = _failed_record(cfg, e)
                 record["run"] = {**(record.get("run") or {}), "steps": steps, "warmup": warmup}
-                _append(out_path, record)
+                write_jsonl(out_path, record)
                 done[key] = record
                 records.append(record)
             if bar:

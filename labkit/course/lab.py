@@ -32,6 +32,7 @@ import html
 import io
 import json
 import os
+from collections.abc import Mapping
 from importlib import resources
 
 import ipywidgets as W
@@ -631,7 +632,7 @@ class Lab(W.VBox):
         Without `records`: switch to the set `name` (if given), set any given controls, and show the set's record
         for these settings. With `records` (a record or a list): add them all, labelled "reference"."""
         if records is not None:
-            chosen = [as_reference(r) for r in ([records] if isinstance(records, dict) else list(records))]
+            chosen = [as_reference(r) for r in ([records] if isinstance(records, Mapping) else list(records))]
         else:
             found = self._find_in_set(name, values)
             chosen = [copy.deepcopy(found)] if found else []

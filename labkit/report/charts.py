@@ -9,6 +9,8 @@ activations + logits.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from matplotlib.figure import Figure
 
 KiB, MiB, GiB = 1024, 1024 ** 2, 1024 ** 3
@@ -31,7 +33,7 @@ def lookup(record, *path):
     """record["a"]["b"]... or None where any level is missing or None."""
     node = record
     for key in path:
-        if not isinstance(node, dict):
+        if not isinstance(node, Mapping):
             return None
         node = node.get(key)
     return node

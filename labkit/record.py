@@ -1,0 +1,245 @@
+"""The run record: one experiment's config, what was measured and what the theory predicted — as a type.
+
+    rec = labkit.run(RunConfig())
+    rec.measured.peak_allocated_bytes            # attributes, for new code
+    rec.theory.peak
+    rec["measured"]["peak_allocated_bytes"]      # the JSON keys still read the same (scripts written before the type)
+    rec.to_dict()                                # the JSON form; write_jsonl / read_jsonl for files
+
+Built in one place (`build`), serialised in one place (`RunRecord.to_dict`, `write_jsonl`), read in one place
+(`RunRecord.from_dict`, `read_jsonl`). Reading is forgiving on purpose: every record the kit ever wrote loads.
+A field a record lacks reads None; a key this version does not know is kept in `extra` and written back unchanged.
+
+Schema versions (the `schema` key; a record without it is version 1):
+    1  records up to 2026-11-29 (the shared GPU records of 2026-11-22, the reference sets)
+    2  adds measured.allocated_before_bytes/_source, per-step CUDA memory (peak_reserved_per_step,
+       allocated_after_step, reserved_after_step) and the `schema` key itself
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA = 2
+
+
+class _Part(Mapping):
+    """Mapping access over a dataclass: `part["name"]` is `part.name`; unknown keys live in `part.extra`."""
+
+    extra: dict
+
+    def _names(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self) if f.name != "extra"]
+
+    def __getitem__(self, key):
+        if key in self._names():
+            return getattr(self, key)
+        return self.extra[key]
+
+    def __setitem__(self, key, value):
+        if key in self._names():
+            setattr(self, key, value)
+        else:
+            self.extra[key] = value
+
+    def _left_out(self, name: str, value) -> bool:
+        """Whether a field stays out of the JSON form (and so out of the mapping view): a part's own rule."""
+        return False
+
+    def __iter__(self):
+        yield from (n for n in self._names() if not self._left_out(n, getattr(self, n)))
+        yield from self.extra
+
+    def __len__(self):
+        return sum(1 for _ in self)
+
+    def __contains__(self, key):
+        return key in self.extra or (key in self._names() and not self._left_out(key, getattr(self, key)))
+
+    def to_dict(self) -> dict:
+        out = {}
+        for name in self:
+            value = self[name]
+            out[name] = value.to_dict() if isinstance(value, _Part) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping | None):
+        d = dict(d or {})
+        known = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
+        kwargs = {k: d.pop(k) for k in list(d) if k in known}
+        for name, parse in cls._nested().items():
+            if kwargs.get(name) is not None:
+                kwargs[name] = parse(kwargs[name])
+        return cls(**kwargs, extra=d)
+
+    @classmethod
+    def _nested(cls) -> dict:
+        return {}
+
+    # equality is Mapping's: by value, like the dicts records used to be (a record equals its own JSON form)
+    __hash__ = None
+
+
+@dataclass(eq=False)
+class Resident(_Part):
+    """Bytes that stay in memory through a step, read from the live tensors after the first optimizer step."""
+    quantized_weights: int | None = None       # 4-bit data + quantisation constants
+    unquantized_weights: int | None = None     # embeddings, norms, lm_head: whatever stayed 16/32-bit
+    lora: int | None = None                    # trainable adapter weights (fp32)
+    gradients: int | None = None               # their .grad
+    optimizer: int | None = None               # every tensor in optimizer.state
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Measured(_Part):
+    """What a run measured. None = not measured here (e.g. CUDA peaks on a CPU), never a made-up figure."""
+    saved_activation_bytes: int | None = None   # autograd's saved tensors of the first micro-batch's forward
+    peak_allocated_bytes: int | None = None     # CUDA: max over steps of torch.cuda.max_memory_allocated
+    peak_reserved_bytes: int | None = None      # CUDA: the same for memory the caching allocator reserved
+    peak_allocated_per_step: list | None = None
+    peak_reserved_per_step: list | None = None
+    allocated_after_step: list | None = None    # CUDA: allocated right after each optimizer step
+    reserved_after_step: list | None = None     # … and reserved; the gap is the allocator's free blocks
+    cuda_context_bytes: int | None = None
+    step_time_s: float | None = None            # median over the steps after the warm-up
+    step_times_s: list | None = None
+    tokens_per_s: float | None = None           # padding included
+    loss: list | None = None                    # one value per optimizer step
+    resident: Resident | None = None
+    batch_has_padding: bool | None = None
+    allocated_before_bytes: int | None = None   # already in memory when the run started
+    allocated_before_source: str | None = None  # "cuda-allocator" or "live-tensors"
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def _nested(cls):
+        return {"resident": Resident.from_dict}
+
+
+@dataclass(eq=False)
+class Theory(_Part):
+    """What the theory predicts for the same config (labkit.theory.predict). The headline terms are fields;
+    breakdowns and terms added later arrive in `extra` and read the same way (`theory["peak_breakdown"]`)."""
+    weights: int | None = None
+    quantized_weights: int | None = None
+    unquantized_weights: int | None = None
+    lora: int | None = None
+    trainable_params: int | None = None
+    gradients: int | None = None
+    optimizer: int | None = None
+    activations: int | None = None              # saved by the decoder layers (+ final norm)
+    logits: int | None = None                   # saved by the loss: fp32 log-softmax + targets
+    logits_transient: int | None = None
+    recompute: int | None = None
+    peak: int | None = None
+    simple_rule_activations: int | None = None  # the seed's b·s·h·L·2
+    step_flops: float | None = None
+    step_time_at_peak_s: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class RunRecord(_Part):
+    """One run: the config, where and how it ran, the theory, the measurement, and how it ended."""
+    config: dict = field(default_factory=dict)   # RunConfig.to_dict()
+    shape: dict | None = None
+    resolved: dict | None = None                 # {"precision": "fp16", "device": "cuda"}: what 'auto' became
+    model_source: str | None = None              # "hub", "checkpoint" or "shape-only"
+    labels: list = field(default_factory=list)   # stand-in labels: cpu, t4-profile, shape-only, simulated-oom, …
+    warnings: list = field(default_factory=list)
+    theory: Theory = field(default_factory=Theory)
+    measured: Measured = field(default_factory=Measured)
+    status: str = "ok"                           # "ok", "oom" or "error"
+    error: str | None = None
+    traceback: str | None = None
+    device: dict | None = None
+    labkit_version: str | None = None
+    time: str | None = None                      # UTC, ISO 8601
+    run: dict | None = None                      # {"steps", "warmup", "weights"}
+    schema: int = 1
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def _nested(cls):
+        return {"theory": Theory.from_dict, "measured": Measured.from_dict}
+
+    def _left_out(self, name, value) -> bool:
+        """Optional parts a record does not have (traceback, run, …) are left out rather than written as null, and
+        a version-1 record has no `schema` key, as it was read."""
+        return (name in ("traceback", "run", "shape", "labkit_version", "time") and value is None) or \
+            (name == "schema" and value == 1)
+
+
+def build(**fields) -> RunRecord:
+    """A record of the current schema from its parts (nested parts may be dicts)."""
+    return RunRecord.from_dict({**fields, "schema": SCHEMA})
+
+
+def as_record(obj) -> RunRecord:
+    """A RunRecord from a record or from its JSON form (any schema)."""
+    return obj if isinstance(obj, RunRecord) else RunRecord.from_dict(obj)
+
+
+def _json_default(o: Any):
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    if hasattr(o, "item"):                       # numpy / torch scalars
+        return o.item()
+    return str(o)
+
+
+def dumps(record) -> str:
+    """One record as one line of JSON."""
+    return json.dumps(record.to_dict() if hasattr(record, "to_dict") else record, default=_json_default)
+
+
+def write_jsonl(path, record) -> None:
+    """Append one record as one line, flushed and synced: a kill leaves at most one partial line."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path, repair: bool = False) -> list[RunRecord]:
+    """Every record of a JSON Lines file, in order, old schemas included.
+
+    A last line without its newline is a run killed mid-write: it is dropped with a warning (with repair=True, also
+    cut from the file, so the next append starts on a clean line). A line that is not JSON, or is JSON but not a
+    record (no "config" object), is skipped with a warning naming its line number; the file is left as it is."""
+    with open(path, "rb") as f:
+        data = f.read()
+    complete, _, tail = data.rpartition(b"\n")
+    if not data.endswith(b"\n") and tail.strip():
+        try:   # killed between the record and its newline: the record itself is whole
+            json.loads(tail)
+            complete, tail = data, b""
+            if repair:
+                with open(path, "ab") as f:
+                    f.write(b"\n")
+        except ValueError:
+            warnings.warn(f"{path}: ignoring a truncated last line ({len(tail)} bytes, a run killed mid-write)",
+                          stacklevel=2)
+            if repair:
+                os.truncate(path, len(complete) + 1 if complete else 0)
+    records = []
+    for n, line in enumerate(complete.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            warnings.warn(f"{path}: ignoring unreadable line {n}", stacklevel=2)
+            continue
+        if not isinstance(obj, dict) or not isinstance(obj.get("config"), dict):
+            warnings.warn(f"{path}: ignoring line {n}: JSON, but not a run record (no config)", stacklevel=2)
+            continue
+        records.append(RunRecord.from_dict(obj))
+    return records

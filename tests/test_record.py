@@ -1,0 +1,98 @@
+"""The run record as a type: built in one place, read from every file the kit ever wrote, written back unchanged."""
+import json
+import pathlib
+import warnings
+
+import pytest
+
+from labkit.config import RunConfig
+from labkit.experiment import estimate
+from labkit.record import SCHEMA, Measured, RunRecord, Theory, as_record, dumps, read_jsonl, write_jsonl
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# the committed reference sets, and the GPU records shared beside a checkout (present in development and CI)
+FILES = sorted((ROOT / "labkit" / "reference").glob("*.jsonl")) + \
+    sorted((ROOT.parent / "shared" / "gpu-records").glob("*/*.jsonl"))
+
+
+def leaves(d, prefix=()):
+    """(path, value) for every non-dict value in a nested dict."""
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            yield from leaves(v, prefix + (k,))
+        else:
+            yield prefix + (k,), v
+
+
+def at(d, path):
+    for k in path:
+        d = d[k]
+    return d
+
+
+def test_there_are_old_records_to_read():
+    assert any("reference" in str(p) for p in FILES)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_record_ever_written_loads_and_keeps_every_value(path):
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = read_jsonl(path)
+    assert len(records) == len(lines)
+    for raw, rec in zip(lines, records):
+        assert rec.schema == raw.get("schema", 1)
+        back = rec.to_dict()
+        for key_path, value in leaves(raw):
+            assert at(back, key_path) == value, key_path           # nothing lost or changed
+        added = {p for p, _ in leaves(back)} - {p for p, _ in leaves(raw)}
+        assert all(at(back, p) is None for p in added)             # only fields the old version did not measure
+        assert rec.measured.peak_allocated_bytes == raw["measured"].get("peak_allocated_bytes")
+        assert rec["theory"]["peak"] == rec.theory.peak == raw["theory"].get("peak")
+
+
+def test_a_new_record_reads_by_attribute_and_by_key_alike():
+    rec = estimate(RunConfig(micro_batch=2))
+    assert isinstance(rec, RunRecord) and rec.schema == SCHEMA
+    assert isinstance(rec.theory, Theory) and isinstance(rec.measured, Measured)
+    assert rec.theory.activations == rec["theory"]["activations"] > 0
+    assert rec.measured.peak_allocated_bytes is None and rec["measured"].get("peak_allocated_bytes") is None
+    assert rec.config["micro_batch"] == 2 and "theory-only" in rec.labels
+    assert rec["theory"]["activations_breakdown"] == rec.theory.extra["activations_breakdown"]   # unknown → extra
+    rec["run"] = {"steps": 1}
+    assert rec.run == {"steps": 1}
+    assert json.loads(dumps(rec))["schema"] == SCHEMA
+
+
+def test_write_then_read_gives_the_same_record(tmp_path):
+    rec = estimate(RunConfig())
+    path = tmp_path / "one.jsonl"
+    write_jsonl(path, rec)
+    write_jsonl(path, rec.to_dict())                              # the JSON form writes the same line
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2 and lines[0] == lines[1]
+    again = read_jsonl(path)[0]
+    assert again.to_dict() == rec.to_dict() and again == rec and rec == rec.to_dict()
+    assert again != estimate(RunConfig(micro_batch=3))
+    assert as_record(rec) is rec and as_record(rec.to_dict()).to_dict() == rec.to_dict()
+
+
+def test_lines_that_are_not_records_are_skipped_with_a_warning(tmp_path):
+    good = dumps(estimate(RunConfig()))
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join([good, "123", '{"status": "ok"}', "not json", good]) + "\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        records = read_jsonl(path)
+    assert len(records) == 2
+    said = " | ".join(str(w.message) for w in caught)
+    assert "line 2" in said and "line 3" in said and "line 4" in said
+    assert path.read_text().count("\n") == 5                       # the file is left as it was
+
+
+def test_a_truncated_last_line_is_dropped_and_repaired(tmp_path):
+    good = dumps(estimate(RunConfig()))
+    path = tmp_path / "killed.jsonl"
+    path.write_text(good + "\n" + good[: len(good) // 2])
+    with pytest.warns(UserWarning, match="truncated last line"):
+        assert len(read_jsonl(path, repair=True)) == 1
+    assert path.read_text() == good + "\n"
