@@ -16,6 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from labkit import checkers as E, theory
+from labkit.checkers._references import reference_axolotl_problems, reference_fit, reference_grads
+from labkit.checkers.ex03 import max_diff
+from labkit.checkers.ex07 import FIT_CASES
+from labkit.config import RunConfig
 from labkit.course import links
 from labkit.checkers.build import (BEGIN, CODE_STUB, END, RAISES_TAG, TEXT_STUB, build, dumps, exercise_notebook,
                                     out_of_date, stub_source)
@@ -158,11 +162,11 @@ def largest_micro_batch(train_step, lo, hi, free_memory):
 
 
 def axolotl_problems(cfg, cap):
-    return E.reference_axolotl_problems(cfg, cap)
+    return reference_axolotl_problems(cfg, cap)
 
 
 def fit_on_t4(cfg, budget):
-    return E.reference_fit(cfg, budget)
+    return reference_fit(cfg, budget)
 
 
 def training_hours(shape, cfg, n_tokens, peak, mfu):
@@ -352,11 +356,11 @@ def _seq_first(cfg, budget):
     c = cfg
     while E.theory_peak(c) > budget and c.seq_len > 256:
         c = c.replace(seq_len=c.seq_len // 2)
-    return c if E.theory_peak(c) <= budget else E.reference_fit(c, budget)
+    return c if E.theory_peak(c) <= budget else reference_fit(c, budget)
 
 
 def _always_micro_one(cfg, budget):
-    return E.reference_fit(cfg.replace(micro_batch=1, grad_accum=cfg.micro_batch * cfg.grad_accum), budget)
+    return reference_fit(cfg.replace(micro_batch=1, grad_accum=cfg.micro_batch * cfg.grad_accum), budget)
 
 
 def _accum_unchanged(cfg, budget):
@@ -547,23 +551,23 @@ def test_fake_gpu_keeps_failing_until_freed():
 
 
 def test_reference_fit_keeps_the_effective_batch_and_fits():
-    for _, kw, budget in E.FIT_CASES:
-        cfg = E.RunConfig(**kw)
-        got = E.reference_fit(cfg, budget)
+    for _, kw, budget in FIT_CASES:
+        cfg = RunConfig(**kw)
+        got = reference_fit(cfg, budget)
         if got is not None:
             assert got.effective_batch == cfg.effective_batch and E.theory_peak(got) <= budget
     # the discussion prompt: 8B at 4 × 8 does not fit a T4; micro-batch 1 × 32 does
-    prompt = E.RunConfig(model="llama-3.1-8b", micro_batch=4, seq_len=2048, grad_accum=8)
-    assert E.reference_fit(prompt, E.FIT_CASES[0][2]) == prompt.replace(micro_batch=1, grad_accum=32)
+    prompt = RunConfig(model="llama-3.1-8b", micro_batch=4, seq_len=2048, grad_accum=8)
+    assert reference_fit(prompt, FIT_CASES[0][2]) == prompt.replace(micro_batch=1, grad_accum=32)
 
 
 def test_grad_accumulation_cases_really_need_token_normalisation():
     """The uneven case must separate the naive loop from the right one by far more than float noise."""
     model = E.TinyLM(seed=0)
     mbs = E.make_micro_batches(4, 2, 8, seed=1, lengths=[8, 8, 8, 7, 1, 2, 1, 1])
-    good = E._reference_grads(model, mbs, "big")
-    naive = E._reference_grads(model, mbs, "mean_per_micro")
-    assert E._max_diff(good, naive) > 1e-2
+    good = reference_grads(model, mbs, "big")
+    naive = reference_grads(model, mbs, "mean_per_micro")
+    assert max_diff(good, naive) > 1e-2
 
 
 def test_loss_scaler_sequences_exercise_every_branch():
