@@ -22,8 +22,8 @@ def check_qlora_budget(qlora_budget) -> CheckResult:
     specs = [("llama-3.1-8b", dict(micro_batch=1, seq_len=2048)),
              ("llama-3.1-8b", dict(micro_batch=4, seq_len=2048, grad_accum=8)),
              ("llama-3.2-1b", dict(micro_batch=2, seq_len=512, grad_accum=16)),
-             ("qwen2.5-0.5b", dict(micro_batch=2, seq_len=1024, lora_targets=("q_proj", "k_proj", "v_proj", "o_proj",
-                                                                             "gate_proj", "up_proj", "down_proj"))),
+             ("qwen2.5-0.5b", dict(micro_batch=2, seq_len=1024, lora_targets=(
+                 "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))),
              ("smollm2-360m", dict(micro_batch=4, seq_len=1024, lora_r=32, optim="adamw"))]
     cases = []
     for model, kw in specs:

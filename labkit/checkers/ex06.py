@@ -10,6 +10,7 @@ from labkit.checkers._engine import CheckResult, Failure, call_learner, raised_t
 from labkit.checkers._fixtures import FakeGPU
 from labkit.checkers._references import reference_axolotl_problems
 
+
 def check_largest_micro_batch(largest_micro_batch) -> CheckResult:
     """`largest_micro_batch(train_step, lo, hi, free_memory) -> int | None`: the largest micro-batch in [lo, hi]
     whose train step runs, found with few tries, recovering from every OOM; None if even lo fails. Other errors

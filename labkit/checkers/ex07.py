@@ -84,8 +84,8 @@ def check_training_hours(training_hours) -> CheckResult:
               dict(micro_batch=8, seq_len=2048, grad_accum=4), 10e6, 125e12, 0.3),
              ("1B without checkpointing", PRESETS["llama-3.2-1b"].shape,
               dict(micro_batch=4, seq_len=1024, grad_accum=4, gradient_checkpointing=False), 3e6, 121e12, 0.4),
-             ("0.5B on 4 GPUs", PRESETS["qwen2.5-0.5b"].shape, dict(micro_batch=8, seq_len=512, grad_accum=2,
-                                                                   num_gpus=4), 1e8, 312e12, 0.35)]
+             ("0.5B on 4 GPUs", PRESETS["qwen2.5-0.5b"].shape,
+              dict(micro_batch=8, seq_len=512, grad_accum=2, num_gpus=4), 1e8, 312e12, 0.35)]
     cases = []
     for what, shape, kw, tokens, peak, mfu in specs:
         cfg = RunConfig(**kw)
