@@ -141,3 +141,15 @@ def test_readme_lists_every_notebook_with_its_badge():
         assert path.name in readme, f"notebooks/README.md does not mention {path.name}"
         assert colab_url(rel(path)) in readme, f"notebooks/README.md lacks the Colab link of {path.name}"
     assert not MACHINE_PATHS.search(readme)
+
+
+HIDDEN_VERDICTS = re.compile(r"lessons\.(claim|verdict)\(|delta_text\(")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_comparisons_are_written_out_in_the_cell(path):
+    """A lesson compares a figure with a claim in its own code: the numbers, the arithmetic and the comparison
+    (`inside = 2.5 <= ratio <= 3.3`), never a helper's sentence that decides out of sight."""
+    for cell in load(path).cells:
+        if cell.cell_type == "code":
+            assert not HIDDEN_VERDICTS.search(cell.source), f"a hidden verdict in {cell.source[:80]!r}"

@@ -2,12 +2,12 @@
 
     from labkit.course import lessons
     env = lessons.environment()          # device, default model, one line saying which
-    lessons.claim("activations left with checkpointing", measured=0.08, low=0.30, high=0.40, as_percent=True)
     lessons.table([("weights", "2.21 MiB")], header=("component", "bytes"))
     if lessons.gpu_only("CUDA memory statistics"): ...
 
-Every comparison sentence is computed from the numbers passed in, so a lesson's text stays true whatever the
-measurement turns out to be.
+These helpers set up, skip and lay out; they never judge. A lesson compares a figure with a claim in its own cell,
+where the learner reads the two numbers, the arithmetic and the comparison (`inside = 2.5 <= ratio <= 3.3`).
+Number formatting lives in `labkit.units` (`fmt_bytes`, `fmt_change`, `fmt_ratio`, `change`, `ratio`).
 """
 from __future__ import annotations
 
@@ -16,9 +16,8 @@ import sys
 import warnings
 from dataclasses import dataclass
 
-from labkit.course.lab import fmt_bytes  # noqa: F401  (re-exported for the notebooks)
-
-MINUS = "\u2212"
+# lessons 06 and 07 still import these two from here; new code imports them from labkit.units
+from labkit.units import fmt_bytes, fmt_ratio as ratio  # noqa: F401
 
 # the notices a lesson would otherwise print on every run; none of them says anything about the learner's code
 _NOISE = [
@@ -92,83 +91,6 @@ def gpu_only(what: str) -> bool:
         return True
     print(f"Skipped on this machine (no GPU): {what}.")
     return False
-
-
-def change(new, old) -> float | None:
-    """Fractional change new/old − 1 (0.19 vs 1.0 → −0.81); None if either is missing or old is 0."""
-    if new is None or old is None or not old:
-        return None
-    return new / old - 1
-
-
-def pct(x, digits: int = 0) -> str:
-    """−0.81 → '−81%', 0.46 → '+46%' (a real minus sign); None → 'n/a'."""
-    if x is None:
-        return "n/a"
-    v = round(x * 100, digits)
-    if v == 0:
-        return "±0%"
-    body = f"{abs(v):.{digits}f}%"
-    return ("+" if v > 0 else MINUS) + body
-
-
-def ratio(new, old) -> str:
-    """new/old as '3.98×'; 'n/a' if either is missing."""
-    if new is None or old is None or not old:
-        return "n/a"
-    return f"{new / old:.3g}×"
-
-
-def _number(v: float) -> str:
-    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
-
-
-def verdict(what: str, measured, low=None, high=None, as_percent: bool = False, stand_in: bool | None = None,
-            unit: str = "", source: str = "the seed's", basis: str = "measured") -> tuple[str, bool | None]:
-    """One sentence comparing a measured (or computed) value with the seed's range [low, high] (either end may be
-    None: "at least low" / "at most high").
-
-    'checkpointing, activations left: measured 8% vs the seed's 30%–40%: the claim does not hold here
-    (below the range) — on the tiny stand-in model on the CPU; ...'. Returns (sentence, holds); holds is None
-    when nothing was measured. `basis` names where the value comes from: "measured" (the default), or "theory" /
-    "counted" for values that are computed, so that no computed number is ever called measured.
-    """
-    holds = None
-    if measured is None:
-        text = f"{what}: not measured here, so the seed's claim cannot be checked on this machine."
-    else:
-        fmt = (lambda v: f"{v * 100:.0f}%".replace("-", MINUS)) if as_percent else (lambda v: f"{_number(v)}{unit}")
-        lo = float("-inf") if low is None else low
-        hi = float("inf") if high is None else high
-        lo, hi = min(lo, hi), max(lo, hi)
-        holds = lo <= measured <= hi
-        word = "holds" if holds else "does not hold"
-        side = "" if holds else (" (below the range)" if measured < lo else " (above the range)")
-        if high is None:
-            seed = f"≥ {fmt(lo)}"
-        elif low is None:
-            seed = f"≤ {fmt(hi)}"
-        else:
-            seed = fmt(lo) if lo == hi else f"{fmt(lo)}–{fmt(hi)}"
-        noun = "claim" if "seed" in source else "prediction"
-        text = f"{what}: {basis} {fmt(measured)} vs {source} {seed}: the {noun} {word} here{side}"
-        if stand_in is None:
-            stand_in = _on_cpu() if basis == "measured" else False
-        if stand_in:
-            text += " — on the tiny stand-in model on the CPU; a real model on a GPU can differ"
-        text += "."
-    return text, holds
-
-
-def claim(what: str, measured, low=None, high=None, as_percent: bool = False, stand_in: bool | None = None,
-          unit: str = "", source: str = "the seed's", basis: str = "measured") -> None:
-    """Print the sentence of `verdict` (same arguments)."""
-    print(verdict(what, measured, low, high, as_percent, stand_in, unit, source, basis)[0])
-
-
-def _on_cpu() -> bool:
-    import torch
-    return not torch.cuda.is_available()
 
 
 def table_text(rows, header=None) -> str:
