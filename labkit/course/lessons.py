@@ -16,8 +16,6 @@ import sys
 import warnings
 from dataclasses import dataclass
 
-# lessons 06 and 07 still import these two from here; new code imports them from labkit.units
-from labkit.units import fmt_bytes, fmt_ratio as ratio  # noqa: F401
 
 # the notices a lesson would otherwise print on every run; none of them says anything about the learner's code
 _NOISE = [

@@ -549,12 +549,11 @@ def test_real_engine_simulated_oom_then_recovery(real_lab):
 
 
 # ---- lesson helpers -----------------------------------------------------------------------------------------------
-def test_lessons_judge_nothing_and_format_with_units():
+def test_lessons_judge_nothing_and_format_nothing():
     """A lesson writes its comparisons out in the notebook: the helpers module has no verdict to hide one in, and
-    the formatters it still hands to lessons 06 and 07 are labkit.units' own."""
-    from labkit import units
-    assert not hasattr(lessons, "claim") and not hasattr(lessons, "verdict")
-    assert lessons.fmt_bytes is units.fmt_bytes and lessons.ratio is units.fmt_ratio
+    no formatter of its own (numbers are formatted by labkit.units, which the lessons import directly)."""
+    for name in ("claim", "verdict", "fmt_bytes", "ratio", "pct", "change"):
+        assert not hasattr(lessons, name), name
 
 
 def test_percent_and_ratio_helpers():
