@@ -24,6 +24,7 @@ import os
 import sys
 
 from labkit.config import RunConfig, rule_warnings
+from labkit.units import MISSING, change, fmt_bytes, fmt_change, fmt_ratio
 
 PROG = "labkit"
 
@@ -186,19 +187,10 @@ def check_configs(configs) -> None:
 
 
 # ---- readable output -----------------------------------------------------------------------------------------------
-def human_bytes(n) -> str:
-    if n is None:
-        return "—"
-    for unit, size in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n} B"
-
-
 def _err(measured, theory) -> str:
-    if measured is None or not theory:
-        return ""
-    return f"{(measured / theory - 1) * 100:+.0f}%"
+    """Measured against the theory ('+4%', '−12%'); '' where either is missing."""
+    c = change(measured, theory)
+    return "" if c is None else fmt_change(c)
 
 
 def format_record(record: dict) -> str:
@@ -217,17 +209,17 @@ def format_record(record: dict) -> str:
     theory, measured = record.get("theory") or {}, record.get("measured") or {}
     for name, (t, m) in _component_values(record).items():
         label = {"saved activations": "saved activations + logits", "logits": "  of which logits"}.get(name, name)
-        shown_m = "(in saved)" if name == "logits" else human_bytes(m)
-        lines.append(row.format(label, human_bytes(t), shown_m, _err(m, t)))
-    lines.append(row.format("simple rule b·s·h·L·2", human_bytes(theory.get("simple_rule_activations")), "", ""))
-    lines.append(row.format("peak allocated", human_bytes(theory.get("peak")),
-                            human_bytes(measured.get("peak_allocated_bytes")),
+        shown_m = "(in saved)" if name == "logits" else fmt_bytes(m)
+        lines.append(row.format(label, fmt_bytes(t), shown_m, _err(m, t)))
+    lines.append(row.format("simple rule b·s·h·L·2", fmt_bytes(theory.get("simple_rule_activations")), "", ""))
+    lines.append(row.format("peak allocated", fmt_bytes(theory.get("peak")),
+                            fmt_bytes(measured.get("peak_allocated_bytes")),
                             _err(measured.get("peak_allocated_bytes"), theory.get("peak"))))
-    lines.append(row.format("peak reserved", "", human_bytes(measured.get("peak_reserved_bytes")), ""))
+    lines.append(row.format("peak reserved", "", fmt_bytes(measured.get("peak_reserved_bytes")), ""))
     if measured.get("allocated_before_bytes") is not None:       # records from before 2026-11-30 lack it
         source = {"cuda-allocator": "CUDA allocated", "live-tensors": "live tensors"}.get(
             measured.get("allocated_before_source"), measured.get("allocated_before_source") or "")
-        lines.append(row.format("held before the run", "", human_bytes(measured["allocated_before_bytes"]), "")
+        lines.append(row.format("held before the run", "", fmt_bytes(measured["allocated_before_bytes"]), "")
                      + f"  ({source}; included in the peak)")
     step = measured.get("step_time_s")
     flops = theory.get("step_flops")
@@ -250,14 +242,14 @@ def format_sweep(records) -> str:
     labels = sweep_labels(records)
     width = max(len(s) for s in labels) + 2
     row = "{:<%d}{:>7}{:>14}{:>14}{:>8}{:>11}{:>9}" % width
-    lines = [row.format("config", "status", "saved (meas.)", "saved (theory)", "error", "step time", "× first")]
+    lines = [row.format("config", "status", "saved (meas.)", "saved (theory)", "error", "step time", "vs first")]
     times = [(r.get("measured") or {}).get("step_time_s") for r in records]
     base = next((t for t in times if t), None)
     for label, r, t in zip(labels, records, times):
         m = (r.get("measured") or {}).get("saved_activation_bytes")
         th = theory_saved(r)
-        lines.append(row.format(label, r.get("status", "?"), human_bytes(m), human_bytes(th), _err(m, th),
-                                f"{t:.3g} s" if t else "—", f"{t / base:.2f}" if t and base else "—"))
+        lines.append(row.format(label, r.get("status", "?"), fmt_bytes(m), fmt_bytes(th), _err(m, th),
+                                f"{t:.3g} s" if t else "—", fmt_ratio(t, base) if t and base else MISSING))
     stand_ins = sorted({lab for r in records for lab in r.get("labels") or []})
     if stand_ins:
         lines.append(f"labels: {', '.join(stand_ins)}")
@@ -387,8 +379,7 @@ def cmd_search(args) -> int:
         return 0
     print(f"largest micro-batch that fits: {out['best']}   [{', '.join(out['labels']) or 'measured'}]")
     for e in out["trail"]:
-        saved = human_bytes(e["saved_activation_bytes"]) if e["saved_activation_bytes"] is not None else "-"
-        peak = human_bytes(e["peak_allocated_bytes"]) if e["peak_allocated_bytes"] is not None else "-"
+        saved, peak = fmt_bytes(e["saved_activation_bytes"]), fmt_bytes(e["peak_allocated_bytes"])
         print(f"  micro-batch {e['micro_batch']:4d}  {e['status']:3s}  saved activations {saved:>10s}  "
               f"peak allocated {peak:>10s}")
     return 0

@@ -40,9 +40,7 @@ import ipywidgets as W
 from labkit.report import charts
 from labkit.report.charts import lookup
 from labkit.config import RunConfig, native_bf16, resolve_precision
-
-MiB = 1024 ** 2
-GiB = 1024 ** 3
+from labkit.units import fmt_bytes  # noqa: F401  (labkit.course.lessons re-exports it from here for the notebooks)
 
 LABEL_NOTES = {
     "cpu": "measured on the CPU (no GPU here): real bytes of the stand-in run, CPU times",
@@ -74,17 +72,6 @@ CSV_COLUMNS = ["run", "source", "provenance", "model", "device", "precision", "g
 
 
 # ---- small helpers ---------------------------------------------------------------------------------------------
-def fmt_bytes(n) -> str:
-    """1,707,012 → '1.63 MiB'; None → '—'."""
-    if n is None:
-        return "—"
-    for unit, scale in (("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
-        if abs(n) >= scale:
-            v = n / scale
-            return f"{v:.0f} {unit}" if abs(v) >= 100 else f"{v:.3g} {unit}"
-    return f"{n} B"
-
-
 def _esc(text) -> str:
     return html.escape(str(text))
 

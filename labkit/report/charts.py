@@ -13,21 +13,12 @@ from collections.abc import Mapping
 
 from matplotlib.figure import Figure
 
-KiB, MiB, GiB = 1024, 1024 ** 2, 1024 ** 3
+from labkit.units import change, fmt_change, pick_unit, ratio
+
 THEORY_COLOR, MEASURED_COLOR, RULE_COLOR, BAD_COLOR = "#9ecae1", "#e6550d", "#bdbdbd", "#b2182b"
-MINUS = "\u2212"   # a real minus sign for percentages: "−81%"
 
 
 # ---- small helpers -------------------------------------------------------------------------------------------------
-def pick_unit(largest_bytes) -> tuple[str, int]:
-    """The unit that keeps the largest bar between 1 and 1024: GiB, MiB or KiB."""
-    largest = largest_bytes or 0
-    if largest >= GiB:
-        return "GiB", GiB
-    if largest >= MiB:
-        return "MiB", MiB
-    return "KiB", KiB
-
 
 def lookup(record, *path):
     """record["a"]["b"]... or None where any level is missing or None."""
@@ -213,10 +204,6 @@ def memory_components_chart(record_or_records, ax=None, save=None):
 
 
 # ---- chart 2: a sweep ------------------------------------------------------------------------------------------------
-def _ratio(value, base):
-    return None if value is None or not base else value / base
-
-
 def sweep_chart(records, path=None):
     """(a) measured saved activations beside the theory, per config; (b) step time relative to the first
     measured config, beside the theory's step-FLOPs ratio. Failed runs stay on the chart, marked OOM / error."""
@@ -245,7 +232,7 @@ def sweep_chart(records, path=None):
             first = next(i for i, v in enumerate(measured) if v is not None)
             rect = ax_mem.bar(x + width / 2, m / scale, width, color=MEASURED_COLOR,
                               label="measured" if x == first else None)
-            note = f"{(m / t - 1) * 100:+.0f}% vs theory".replace("-", MINUS) if t else ""
+            note = f"{fmt_change(change(m, t))} vs theory" if t else ""
             ax_mem.bar_label(rect, labels=[note], fontsize=7, padding=1)
         else:
             ax_mem.text(x + width / 2, 0, "not measured", ha="center", va="bottom", fontsize=7, color="gray",
@@ -261,7 +248,7 @@ def sweep_chart(records, path=None):
         base_flops = flops[base_i]
         ax_time.axhline(1.0, color="black", linewidth=0.6)
         for x, r, t, f in zip(xs, records, times, flops):
-            tr = _ratio(f, base_flops)
+            tr = ratio(f, base_flops)
             if tr is not None:
                 ax_time.bar(x - width / 2, tr, width, color=THEORY_COLOR, edgecolor="black", linewidth=0.5,
                             label="theory (step FLOPs ratio)" if x == base_i else None)
@@ -325,11 +312,9 @@ def describe_changes(prev, cur) -> str:
 
 
 def _pct(new, old) -> str | None:
-    """Percent change with a real minus sign, rounded to a whole percent: 0.19 vs 1.0 → '−81%'."""
-    if new is None or old is None or not old:
-        return None
-    p = round((new / old - 1) * 100)
-    return f"+{p}%" if p > 0 else (f"{MINUS}{-p}%" if p < 0 else "±0%")
+    """Percent change, '−81%' for 0.19 vs 1.0; None where it cannot be computed (the caller words that)."""
+    c = change(new, old)
+    return None if c is None else fmt_change(c)
 
 
 def delta_text(prev, cur) -> str:

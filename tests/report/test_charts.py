@@ -4,8 +4,9 @@ import copy
 import pytest
 from matplotlib.figure import Figure
 
-from labkit.report.charts import (config_label, delta_text, describe_changes, memory_components_chart, pick_unit,
-                           sweep_chart, sweep_labels)
+from labkit.report.charts import (config_label, delta_text, describe_changes, memory_components_chart,
+                                  sweep_chart, sweep_labels)
+from labkit.units import pick_unit
 from labkit.config import RunConfig
 
 MiB = 2 ** 20
