@@ -27,35 +27,20 @@ from __future__ import annotations
 
 import base64
 import copy
-import csv
 import html
 import io
 import json
-import os
 from collections.abc import Mapping
 from importlib import resources
 
 import ipywidgets as W
 
-from labkit.report import charts
-from labkit.report.charts import lookup
 from labkit.config import RunConfig, native_bf16, resolve_precision
+from labkit.report import charts
+from labkit.report.html import history_table_html, result_table_html
+from labkit.report.text import (CSV_COLUMNS, LABEL_NOTES, config_label, delta_text, history_csv,  # noqa: F401
+                                history_row, labels_text, lookup)
 from labkit.units import fmt_bytes  # noqa: F401  (labkit.course.lessons re-exports it from here for the notebooks)
-
-LABEL_NOTES = {
-    "cpu": "measured on the CPU (no GPU here): real bytes of the stand-in run, CPU times",
-    "shape-only": "random weights in the model's shape: memory and time are real, the loss means nothing",
-    "simulated-oom": "over the memory budget you declared: a simulated OOM, not a real one",
-    "budget-simulated": "a memory budget was declared for this CPU run",
-    "reference": "replayed from a recorded file, not run in this kernel",
-    "theory-only": "no run: theory alone",
-    "t4-profile": "a bigger GPU capped at a T4's memory: T4-profile, not a T4",
-    "paging-off-on-cpu": "bitsandbytes pages optimizer state only on a GPU; on the CPU it stays resident",
-    "memory-held-before": "more than 256 MiB was already in memory when the run started, and the peak includes it",
-}
-
-HELD_BEFORE_SOURCES = {"cuda-allocator": "the CUDA allocator's count: every tensor on this GPU, yours included",
-                       "live-tensors": "live tensors found in this process"}
 
 LIVE = "live runs in this kernel"     # the "results from" choice that runs in this kernel instead of replaying
 # the settings a reference record must share with the controls to be replayed for them (GPUs are arithmetic only)
@@ -63,13 +48,6 @@ MATCHED_FIELDS = ("gradient_checkpointing", "precision", "micro_batch", "grad_ac
 LEFT_CONTROLS = ("gradient_checkpointing", "precision", "micro_batch", "grad_accum", "num_gpus")
 FIELD_NAMES = {"gradient_checkpointing": "checkpointing", "precision": "precision", "micro_batch": "micro-batch",
                "grad_accum": "accumulation", "num_gpus": "GPUs", "seq_len": "seq", "lora_r": "r"}
-
-CSV_COLUMNS = ["run", "source", "provenance", "model", "device", "precision", "gradient_checkpointing",
-               "micro_batch", "grad_accum", "num_gpus", "effective_batch", "seq_len", "lora_r", "status",
-               "saved_activations_measured_bytes", "saved_activations_theory_bytes", "simple_rule_bytes",
-               "peak_allocated_bytes", "peak_reserved_bytes", "peak_theory_bytes", "allocated_before_bytes",
-               "step_time_s", "step_flops", "tokens_per_s", "labels", "error", "time"]
-
 
 # ---- small helpers ---------------------------------------------------------------------------------------------
 def _esc(text) -> str:
@@ -676,13 +654,13 @@ class Lab(W.VBox):
 
     def _show(self, record: dict):
         prev = self._previous(record)
-        self.last_delta = charts.delta_text(prev, record)
+        self.last_delta = delta_text(prev, record)
         self.last_compared_with = _compared_with(prev, record)
         status = record.get("status")
         where = f" ({record['lab']['provenance']})" if record["lab"]["provenance"] else ""
         if status == "ok":
             self._say("info", f"run {record['lab']['run']} done{where}: "
-                              + charts.config_label(record) + f" · {_labels_text(record)}")
+                              + config_label(record) + f" · {labels_text(record)}")
         elif status == "oom":
             self._say("oom", _oom_text(record))
         else:
@@ -712,7 +690,7 @@ class Lab(W.VBox):
         png = base64.b64encode(buf.getvalue()).decode("ascii")
         self.chart_out.outputs = ({"output_type": "display_data",
                                    "data": {"image/png": png, "text/plain": "memory chart: " +
-                                            charts.config_label(record)},
+                                            config_label(record)},
                                    "metadata": {}},)
 
     def history_rows(self) -> list[dict]:
@@ -720,35 +698,11 @@ class Lab(W.VBox):
         return [history_row(r) for r in self.history]
 
     def _render_history(self):
-        if not self.history:
-            self.history_html.value = "<div style='color:#777'>history: no runs yet</div>"
-            return
-        head = ["#", "source", "gc", "precision", "micro × accum × GPUs", "seq", "r", "status",
-                "saved measured", "saved theory", "simple rule", "step time", "labels"]
-        rows = []
-        for rec in self.history:
-            row = history_row(rec)
-            rows.append([row["run"], row["source"], "on" if row["gradient_checkpointing"] else "off",
-                         row["precision"], f"{row['micro_batch']} × {row['grad_accum']} × {row['num_gpus']} = "
-                                           f"{row['effective_batch']}",
-                         row["seq_len"], row["lora_r"], row["status"],
-                         fmt_bytes(row["saved_activations_measured_bytes"]),
-                         fmt_bytes(row["saved_activations_theory_bytes"]), fmt_bytes(row["simple_rule_bytes"]),
-                         "—" if row["step_time_s"] is None else f"{row['step_time_s']:.3g} s", row["labels"]])
-        cell = "<td style='padding:1px 6px'>{}</td>"
-        body = "".join("<tr>" + "".join(cell.format(_esc(v)) for v in r) + "</tr>" for r in rows)
-        th = "".join(f"<th style='padding:1px 6px'>{_esc(h)}</th>" for h in head)
-        self.history_html.value = (f"<div><b>History of this kernel</b></div><table style='font-size:85%'>"
-                                   f"<tr>{th}</tr>{body}</table>" + _provenance_footnotes(self.history))
+        self.history_html.value = history_table_html(self.history)
 
     def to_csv(self, path=None) -> str:
         """The history as CSV text; also written to `path` when given. Returns the text."""
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        for row in self.history_rows():
-            writer.writerow(row)
-        text = buf.getvalue()
+        text = history_csv(self.history)
         if path is not None:
             with open(path, "w", encoding="utf-8", newline="") as fh:
                 fh.write(text)
@@ -762,17 +716,6 @@ class Lab(W.VBox):
             self._say("error", f"could not write {path}: {e.strerror or e}")
             return
         self._say("info", f"saved {len(self.history)} run(s) to {path}")
-
-
-def _provenance_footnotes(history: list[dict]) -> str:
-    """Under the history table: which rows were replayed, and where and when each was measured."""
-    runs_by_origin: dict[str, list[str]] = {}
-    for rec in history:
-        origin = (rec.get("lab") or {}).get("provenance")
-        if origin:
-            runs_by_origin.setdefault(origin, []).append(str(rec["lab"]["run"]))
-    return "".join(f"<div style='font-size:85%;color:#555'>run{'s' if len(runs) > 1 else ''} {', '.join(runs)}: "
-                   f"{_esc(origin)}</div>" for origin, runs in runs_by_origin.items())
 
 
 def _compared_with(previous: dict | None, record: dict) -> str:
@@ -801,11 +744,6 @@ def _oom_text(record: dict) -> str:
             f"fine, memory was freed. {advice}")
 
 
-def _labels_text(record) -> str:
-    labels = record.get("labels") or []
-    return "labels: " + (", ".join(labels) if labels else "none (measured on this GPU)")
-
-
 def _recorded_values(pool) -> str:
     def values(field):
         return [str(v) for v in recorded_values(pool, field)]
@@ -814,126 +752,6 @@ def _recorded_values(pool) -> str:
             + f", precision {'/'.join(prec)}, micro-batch {'/'.join(values('micro_batch'))}, "
             f"accumulation {'/'.join(values('grad_accum'))}, seq {'/'.join(values('seq_len'))}, "
             f"r {'/'.join(values('lora_r'))}")
-
-
-def history_row(rec: dict) -> dict:
-    c = rec.get("config") or {}
-    th = rec.get("theory") or {}
-    m = rec.get("measured") or {}
-    lab_info = rec.get("lab") or {}
-    micro, accum, gpus = c.get("micro_batch"), c.get("grad_accum"), c.get("num_gpus", 1)
-    return {
-        "run": lab_info.get("run"), "source": lab_info.get("source", "run"),
-        "provenance": lab_info.get("provenance") or rec.get("provenance") or "",
-        "model": c.get("model"), "device": lookup(rec, "device", "name"), "precision": _resolved_precision(rec),
-        "gradient_checkpointing": c.get("gradient_checkpointing"), "micro_batch": micro, "grad_accum": accum,
-        "num_gpus": gpus, "effective_batch": (micro * accum * gpus) if None not in (micro, accum, gpus) else None,
-        "seq_len": c.get("seq_len"), "lora_r": c.get("lora_r"), "status": rec.get("status"),
-        "saved_activations_measured_bytes": m.get("saved_activation_bytes"),
-        "saved_activations_theory_bytes": charts.theory_saved(rec),
-        "simple_rule_bytes": th.get("simple_rule_activations"),
-        "peak_allocated_bytes": m.get("peak_allocated_bytes"), "peak_reserved_bytes": m.get("peak_reserved_bytes"),
-        "peak_theory_bytes": th.get("peak"), "allocated_before_bytes": m.get("allocated_before_bytes"),
-        "step_time_s": m.get("step_time_s"), "step_flops": th.get("step_flops"),
-        "tokens_per_s": m.get("tokens_per_s"), "labels": " ".join(rec.get("labels") or []),
-        "error": rec.get("error") or "", "time": rec.get("time"),
-    }
-
-
-def predicted_step_time(record: dict, previous: dict | None = None) -> tuple[float | None, str]:
-    """(seconds, how) — from the previous run on the same device scaled by the FLOPs ratio, else the data-sheet
-    peak (a floor no real run reaches), else (None, why not)."""
-    flops = lookup(record, "theory", "step_flops")
-    prev_t = lookup(previous, "measured", "step_time_s") if previous else None
-    prev_f = lookup(previous, "theory", "step_flops") if previous else None
-    same_device = previous is not None and lookup(previous, "device", "name") == lookup(record, "device", "name")
-    if flops and prev_t and prev_f and same_device and (previous or {}).get("status") == "ok":
-        return prev_t * flops / prev_f, "previous run × the theory's FLOPs ratio"
-    at_peak = lookup(record, "theory", "step_time_at_peak_s")
-    if at_peak:
-        return at_peak, "at the GPU's data-sheet peak (a floor: real runs reach a fraction of it)"
-    return None, "no previous run on this device to scale from, and no data-sheet peak for it"
-
-
-def result_table_html(record: dict, previous: dict | None = None) -> str:
-    """Theory (detailed, and the seed's simple rule) beside measured, for one record."""
-    th = record.get("theory") or {}
-    m = record.get("measured") or {}
-    res = m.get("resident") or {}
-    on_cpu = lookup(record, "device", "type") == "cpu"
-
-    def resident(*keys):
-        vals = [res.get(k) for k in keys]
-        return None if all(v is None for v in vals) else sum(v or 0 for v in vals)
-
-    peak_measured = m.get("peak_allocated_bytes")
-    rows = [
-        ("weights (4-bit + 16-bit parts)", th.get("weights"), "", resident("quantized_weights", "unquantized_weights")),
-        ("LoRA adapters (fp32)", th.get("lora"), "", res.get("lora")),
-        ("LoRA gradients", th.get("gradients"), "", res.get("gradients")),
-        ("optimizer state", th.get("optimizer"), "", res.get("optimizer")),
-        ("saved activations (layers)", th.get("activations"), fmt_bytes(th.get("simple_rule_activations")), None),
-        ("logits for the loss (fp32)", th.get("logits"), "", None),
-        ("saved for backward, total", charts.theory_saved(record), "", m.get("saved_activation_bytes")),
-        ("peak allocated", th.get("peak"), "", peak_measured),
-    ]
-    cell = "<td style='padding:1px 6px;text-align:right'>{}</td>"
-    body = []
-    for name, theory, rule, measured in rows:
-        shown = fmt_bytes(measured)
-        if measured is None and name == "peak allocated" and on_cpu:
-            shown = "n/a on CPU"
-        elif measured is None and name.startswith(("saved activations", "logits")):
-            shown = "inside the total"
-        body.append(f"<tr><td style='padding:1px 6px'>{_esc(name)}</td>" + cell.format(_esc(fmt_bytes(theory)))
-                    + cell.format(_esc(rule)) + cell.format(_esc(shown)) + "</tr>")
-    t_pred, how = predicted_step_time(record, previous)
-    t_meas = m.get("step_time_s")
-    body.append(f"<tr><td style='padding:1px 6px'>step time</td>"
-                + cell.format(_esc("—" if t_pred is None else f"{t_pred:.3g} s")) + cell.format("")
-                + cell.format(_esc("—" if t_meas is None else f"{t_meas:.3g} s")) + "</tr>")
-    head = ("<tr><th></th><th style='padding:1px 6px'>theory</th><th style='padding:1px 6px'>seed's rule "
-            "b·s·h·L·2</th><th style='padding:1px 6px'>measured</th></tr>")
-    notes = [f"step time predicted: {how}", _labels_text(record)]
-    held_line = held_before_text(record)
-    if held_line:
-        notes.insert(0, held_line)
-    if record.get("status") == "oom":
-        notes.insert(0, "out of memory: the theory column is what this run needed; the measured column holds only "
-                        "what was counted before it failed")
-    for label in record.get("labels") or []:
-        if label in LABEL_NOTES and label != "memory-held-before":
-            notes.append(f"{label}: {LABEL_NOTES[label]}")
-    if record.get("provenance"):
-        notes.insert(0, record["provenance"])
-    loss = m.get("loss")
-    if loss:
-        notes.append("loss per optimizer step: " + ", ".join(f"{x:.3f}" for x in loss))
-    return (f"<table style='font-size:85%'>{head}{''.join(body)}</table>" + held_before_warning_html(record)
-            + "".join(f"<div style='font-size:85%;color:#555'>{_esc(n)}</div>" for n in notes))
-
-
-def held_before_text(record: dict) -> str:
-    """'already in memory when the run started: 1.2 GiB (...)' for records that measured it; '' for the others
-    (older records, reference sets) so they show nothing extra."""
-    m = record.get("measured") or {}
-    if "allocated_before_bytes" not in m:
-        return ""
-    held, source = m.get("allocated_before_bytes"), m.get("allocated_before_source")
-    if held is None:
-        return "already in memory when the run started: not measured"
-    how = HELD_BEFORE_SOURCES.get(source, source)
-    return f"already in memory when the run started: {fmt_bytes(held)}" + (f" ({how})" if how else "")
-
-
-def held_before_warning_html(record: dict) -> str:
-    """A calm box for the "memory-held-before" label: the run's own warning, or the label's note."""
-    if "memory-held-before" not in (record.get("labels") or []):
-        return ""
-    said = [w for w in record.get("warnings") or [] if "already in memory" in w]
-    text = "; ".join(said) or LABEL_NOTES["memory-held-before"]
-    return ("<div style='font-size:85%;margin:4px 0;padding:3px 8px;background:#fdf6e3;color:#5c4b00;"
-            f"border-left:3px solid #d4a017'>memory held before the run: {_esc(text)}</div>")
 
 
 def lab(model: str | None = None, **kwargs) -> Lab:
