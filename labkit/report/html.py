@@ -1,5 +1,6 @@
 """HTML tables made from run records, for the lab panel: the theory-vs-measured result table of one record (with
-its step-time prediction and notes) and the history table of a kernel's runs (with where replayed rows came from).
+its step-time prediction and notes, among them what each stand-in label means) and the history table of a kernel's
+runs (with where replayed rows came from).
 
 Plain strings of HTML, no widgets: the lab puts them into `ipywidgets.HTML`. Bytes are written by `labkit.units`.
 """
@@ -7,9 +8,21 @@ from __future__ import annotations
 
 import html
 
-from labkit.report.text import LABEL_NOTES, history_row, labels_text, lookup, theory_saved
+from labkit.report.text import history_row, labels_text, lookup, theory_saved
 from labkit.units import MISSING, fmt_bytes
 
+# what each stand-in label means: the notes under the result table and the reference set's controls
+LABEL_NOTES = {
+    "cpu": "measured on the CPU (no GPU here): real bytes of the stand-in run, CPU times",
+    "shape-only": "random weights in the model's shape: memory and time are real, the loss means nothing",
+    "simulated-oom": "over the memory budget you declared: a simulated OOM, not a real one",
+    "budget-simulated": "a memory budget was declared for this CPU run",
+    "reference": "replayed from a recorded file, not run in this kernel",
+    "theory-only": "no run: theory alone",
+    "t4-profile": "a bigger GPU capped at a T4's memory: T4-profile, not a T4",
+    "paging-off-on-cpu": "bitsandbytes pages optimizer state only on a GPU; on the CPU it stays resident",
+    "memory-held-before": "more than 256 MiB was already in memory when the run started, and the peak includes it",
+}
 HELD_BEFORE_SOURCES = {"cuda-allocator": "the CUDA allocator's count: every tensor on this GPU, yours included",
                        "live-tensors": "live tensors found in this process"}
 _CELL = "<td style='padding:1px 6px'>{}</td>"

@@ -21,7 +21,7 @@ FIELD_NAMES = {"gradient_checkpointing": "checkpointing", "precision": "precisio
                "grad_accum": "accumulation", "num_gpus": "GPUs", "seq_len": "seq", "lora_r": "r"}
 
 
-# ---- provenance ----------------------------------------------------------------------------------------------------
+# ---- provenance ------------------------------------------------------------------------------------------------------
 def provenance(record) -> str:
     """'reference · measured on Tesla T4, 2025-03-01' for a replayed record; '' otherwise. A run in T4 profile (a
     bigger GPU capped at a T4's memory) says so: 'measured on NVIDIA H100 80GB HBM3 (T4 profile), 2026-11-22'."""
@@ -50,7 +50,7 @@ def as_reference(record, source: str | None = None) -> dict:
     return rec
 
 
-# ---- the recorded sets ---------------------------------------------------------------------------------------------
+# ---- the recorded sets -----------------------------------------------------------------------------------------------
 def _reference_dir():
     return resources.files("labkit").joinpath("reference")
 

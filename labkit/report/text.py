@@ -17,21 +17,7 @@ from labkit.units import MISSING, change, fmt_bytes, fmt_change, fmt_ratio
 # the memory components, in the order tables and charts show them
 COMPONENTS = ["weights", "lora", "gradients", "optimizer", "saved activations", "logits"]
 
-# what each stand-in label means, said once for the lab's notes and tables
-LABEL_NOTES = {
-    "cpu": "measured on the CPU (no GPU here): real bytes of the stand-in run, CPU times",
-    "shape-only": "random weights in the model's shape: memory and time are real, the loss means nothing",
-    "simulated-oom": "over the memory budget you declared: a simulated OOM, not a real one",
-    "budget-simulated": "a memory budget was declared for this CPU run",
-    "reference": "replayed from a recorded file, not run in this kernel",
-    "theory-only": "no run: theory alone",
-    "t4-profile": "a bigger GPU capped at a T4's memory: T4-profile, not a T4",
-    "paging-off-on-cpu": "bitsandbytes pages optimizer state only on a GPU; on the CPU it stays resident",
-    "memory-held-before": "more than 256 MiB was already in memory when the run started, and the peak includes it",
-}
-
-
-# ---- reading a record ----------------------------------------------------------------------------------------------
+# ---- reading a record ------------------------------------------------------------------------------------------------
 def lookup(record, *path):
     """record["a"]["b"]... or None where any level is missing or None."""
     node = record
@@ -81,7 +67,7 @@ def labels_text(record) -> str:
     return "labels: " + (", ".join(labels) if labels else "none (measured on this GPU)")
 
 
-# ---- compact config labels ("gc on · mb 2 · fp32") -----------------------------------------------------------------
+# ---- compact config labels ("gc on · mb 2 · fp32") -------------------------------------------------------------------
 _SHORT = {"micro_batch": "mb", "grad_accum": "ga", "seq_len": "seq", "lora_r": "r", "lora_alpha": "α",
           "num_gpus": "gpus", "eval_micro_batch": "eval mb", "lora_dropout": "drop", "learning_rate": "lr"}
 
@@ -123,7 +109,7 @@ def sweep_labels(records) -> list[str]:
     return [config_label(r, fields) for r in records]
 
 
-# ---- the delta line ------------------------------------------------------------------------------------------------
+# ---- the delta line --------------------------------------------------------------------------------------------------
 _NAMES = {"micro_batch": "micro-batch", "grad_accum": "accumulation", "lora_r": "LoRA r", "lora_alpha": "LoRA alpha",
           "lora_targets": "LoRA targets", "lora_dropout": "LoRA dropout", "optim": "optimizer",
           "eval_micro_batch": "eval micro-batch", "num_gpus": "GPUs", "learning_rate": "learning rate",
@@ -192,7 +178,7 @@ def delta_text(prev, cur) -> str:
     return line
 
 
-# ---- the command line's tables -------------------------------------------------------------------------------------
+# ---- the command line's tables ---------------------------------------------------------------------------------------
 def _err(measured, theory) -> str:
     """Measured against the theory ('+4%', '−12%'); '' where either is missing."""
     c = change(measured, theory)

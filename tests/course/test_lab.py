@@ -13,12 +13,16 @@ import ipywidgets as W
 import pytest
 import torch
 
-from labkit import experiment
+from labkit import experiment, units
 from labkit.course import lessons
-from labkit.course import lab as lab_module
-from labkit.report import reference
 from labkit.config import RunConfig
-from labkit.course.lab import CSV_COLUMNS, Lab, precision_choices, result_table_html
+from labkit.course import lab as lab_module
+from labkit.course import lab_view
+from labkit.course.lab import Lab
+from labkit.course.lab_controls import precision_choices
+from labkit.report import reference
+from labkit.report.html import result_table_html
+from labkit.report.text import CSV_COLUMNS
 
 CPU_ONLY = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU layout of the lab")
 
@@ -465,6 +469,8 @@ def test_labkit_lab_builds_a_panel_and_the_module_is_a_plain_module():
     assert lab is labkit.lab is lab_module.lab                # `from labkit import lab; lab()` as the lessons do
     assert isinstance(labkit.lab(model="tiny", device="cpu"), Lab)
     assert not callable(lab_module)                          # no callable-module trick behind it
+    # names kept importable from here: lessons re-export fmt_bytes, notebook 00 calls lab.reference_sets()
+    assert lab_module.fmt_bytes is units.fmt_bytes and lab_module.reference_sets is reference.reference_sets
 
 
 # ---- the real engine ------------------------------------------------------------------------------------------------
@@ -536,7 +542,7 @@ def test_a_record_that_cannot_be_shown_is_a_message_not_a_traceback(monkeypatch)
     def boom(*args, **kwargs):
         raise KeyError("theory")
 
-    monkeypatch.setattr(lab_module, "result_table_html", boom)
+    monkeypatch.setattr(lab_view, "result_table_html", boom)
     lab, _ = make_lab()
     lab.run()
     assert len(lab.history) == 1

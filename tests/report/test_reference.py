@@ -82,7 +82,7 @@ def test_as_reference_labels_a_copy_and_names_its_set():
     assert provenance({"labels": ["reference"]}) == "reference · measured on an unknown device, unknown date"
 
 
-# ---- what a set offers, and what to say when it lacks a combination ----------------------------------------------------
+# ---- what a set offers, and what to say when it lacks a combination --------------------------------------------------
 def _grid():
     """A small handmade set: seq 512 at micro-batch 1 and 2, seq 2048 at micro-batch 1, all auto → fp16 on a T4."""
     out = []
