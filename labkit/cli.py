@@ -23,7 +23,8 @@ import json
 import os
 import sys
 
-from labkit.config import RunConfig, rule_warnings
+from labkit.config import RunConfig
+from labkit.report.text import format_record, format_search, format_sweep
 
 PROG = "labkit"
 
@@ -185,85 +186,6 @@ def check_configs(configs) -> None:
         resolve_precision(cfg.precision, facts["type"], cap)
 
 
-# ---- readable output -----------------------------------------------------------------------------------------------
-def human_bytes(n) -> str:
-    if n is None:
-        return "—"
-    for unit, size in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n} B"
-
-
-def _err(measured, theory) -> str:
-    if measured is None or not theory:
-        return ""
-    return f"{(measured / theory - 1) * 100:+.0f}%"
-
-
-def format_record(record: dict) -> str:
-    """A record as a table: theory beside measured per component, then status, labels and warnings."""
-    from labkit.report.charts import _component_values, config_label
-    cfg = record["config"]
-    resolved = record.get("resolved") or {}
-    head = (f"{cfg['model']} · seq {cfg['seq_len']} · {cfg['micro_batch']} micro × {cfg['grad_accum']} accum × "
-            f"{cfg['num_gpus']} GPU · {config_label(record, ('gradient_checkpointing', 'precision'))} · {cfg['quant']} · r {cfg['lora_r']} · {cfg['optim']}")
-    lines = [head, f"status: {record.get('status')}" + (f" ({record['error']})" if record.get("error") else "")
-             + f" · device: {resolved.get('device', '?')}"
-             + (f" ({(record.get('device') or {}).get('name')})" if record.get("device") else ""),
-             f"labels: {', '.join(record.get('labels') or []) or 'none'}", ""]
-    row = "{:<28}{:>14}{:>14}{:>10}"
-    lines.append(row.format("component", "theory", "measured", "error"))
-    theory, measured = record.get("theory") or {}, record.get("measured") or {}
-    for name, (t, m) in _component_values(record).items():
-        label = {"saved activations": "saved activations + logits", "logits": "  of which logits"}.get(name, name)
-        shown_m = "(in saved)" if name == "logits" else human_bytes(m)
-        lines.append(row.format(label, human_bytes(t), shown_m, _err(m, t)))
-    lines.append(row.format("simple rule b·s·h·L·2", human_bytes(theory.get("simple_rule_activations")), "", ""))
-    lines.append(row.format("peak allocated", human_bytes(theory.get("peak")),
-                            human_bytes(measured.get("peak_allocated_bytes")),
-                            _err(measured.get("peak_allocated_bytes"), theory.get("peak"))))
-    lines.append(row.format("peak reserved", "", human_bytes(measured.get("peak_reserved_bytes")), ""))
-    if measured.get("allocated_before_bytes") is not None:       # records from before 2026-11-30 lack it
-        source = {"cuda-allocator": "CUDA allocated", "live-tensors": "live tensors"}.get(
-            measured.get("allocated_before_source"), measured.get("allocated_before_source") or "")
-        lines.append(row.format("held before the run", "", human_bytes(measured["allocated_before_bytes"]), "")
-                     + f"  ({source}; included in the peak)")
-    step = measured.get("step_time_s")
-    flops = theory.get("step_flops")
-    lines.append(row.format("step time", f"{flops:.3g} FLOP" if flops else "—",
-                            f"{step:.3g} s" if step else "—", ""))
-    if measured.get("tokens_per_s"):
-        lines.append(row.format("tokens/s", "", f"{measured['tokens_per_s']:.1f}", ""))
-    if measured.get("loss"):
-        lines.append("loss per optimizer step: " + ", ".join(f"{x:.4f}" for x in measured["loss"]))
-    try:
-        warnings = record.get("warnings") or rule_warnings(RunConfig.from_dict(cfg))
-    except ValueError:
-        warnings = []
-    lines += [f"warning: {w}" for w in warnings]
-    return "\n".join(lines)
-
-
-def format_sweep(records) -> str:
-    from labkit.report.charts import sweep_labels, theory_saved
-    labels = sweep_labels(records)
-    width = max(len(s) for s in labels) + 2
-    row = "{:<%d}{:>7}{:>14}{:>14}{:>8}{:>11}{:>9}" % width
-    lines = [row.format("config", "status", "saved (meas.)", "saved (theory)", "error", "step time", "× first")]
-    times = [(r.get("measured") or {}).get("step_time_s") for r in records]
-    base = next((t for t in times if t), None)
-    for label, r, t in zip(labels, records, times):
-        m = (r.get("measured") or {}).get("saved_activation_bytes")
-        th = theory_saved(r)
-        lines.append(row.format(label, r.get("status", "?"), human_bytes(m), human_bytes(th), _err(m, th),
-                                f"{t:.3g} s" if t else "—", f"{t / base:.2f}" if t and base else "—"))
-    stand_ins = sorted({lab for r in records for lab in r.get("labels") or []})
-    if stand_ins:
-        lines.append(f"labels: {', '.join(stand_ins)}")
-    return "\n".join(lines)
-
-
 # ---- commands ------------------------------------------------------------------------------------------------------
 def _exit_code(records) -> int:
     return 1 if any(r.get("status") == "error" for r in records) else 0   # an OOM is a result, not a failure
@@ -385,12 +307,7 @@ def cmd_search(args) -> int:
     if args.json:
         print(json.dumps(out))
         return 0
-    print(f"largest micro-batch that fits: {out['best']}   [{', '.join(out['labels']) or 'measured'}]")
-    for e in out["trail"]:
-        saved = human_bytes(e["saved_activation_bytes"]) if e["saved_activation_bytes"] is not None else "-"
-        peak = human_bytes(e["peak_allocated_bytes"]) if e["peak_allocated_bytes"] is not None else "-"
-        print(f"  micro-batch {e['micro_batch']:4d}  {e['status']:3s}  saved activations {saved:>10s}  "
-              f"peak allocated {peak:>10s}")
+    print(format_search(out))
     return 0
 
 

@@ -100,7 +100,7 @@ def run_sweep(configs, out_path, steps: int = 3, warmup: int = 1, resume: bool =
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        from labkit.report.charts import sweep_labels
+        from labkit.report.text import sweep_labels
         labels = sweep_labels([{"config": c.to_dict()} for c in configs])
         bar = tqdm(total=len(configs), desc="sweep", unit="run", file=sys.stderr)
 

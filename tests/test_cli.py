@@ -114,6 +114,9 @@ def test_sweep_default_grid_and_plot(monkeypatch, tmp_path, capsys):
     assert cli.main(["sweep", "--out", str(out), "--plot", str(png), "--seq-len", "64"]) == 0
     table = capsys.readouterr().out
     assert "gc off · mb 4 · fp32" in table and table.count(" ok ") == 6      # 2 × 3 demo grid
+    # bytes, changes and ratios as labkit.units writes them everywhere: 3 significant figures, a real minus sign
+    assert "gc on · mb 1 · fp32        ok         118 B         120 B     \u22122%      0.5 s       1×" in table
+    assert "gc off · mb 4 · fp32       ok         472 B         120 B   +293%        2 s       4×" in table
     assert len(out.read_text().splitlines()) == 6 and png.read_bytes()[:4] == b"\x89PNG"
     # comma lists become axes; --json prints one record per line
     assert cli.main(["sweep", "--out", str(tmp_path / "b.jsonl"), "--micro-batch", "1,2",

@@ -16,10 +16,10 @@ import threading
 from importlib import metadata
 
 from labkit.config import native_bf16, resolve_precision
+from labkit.units import GiB, fmt_bytes
 
 T4_TOTAL_MEMORY = 15_835_660_288   # bytes Colab's T4 reports as total_memory = 14.75 GiB
 HUB_URL = "https://huggingface.co"
-GiB = 1024 ** 3
 
 T4_FACTS = {
     "architecture": "Turing, compute capability 7.5 (sm_75)",
@@ -135,8 +135,9 @@ def device_facts(device=None, check_hub: bool = True) -> dict:
     return facts
 
 
-def _gib(n) -> str:
-    return "unknown" if n is None else f"{n / GiB:.2f} GiB"
+def _memory(n) -> str:
+    """Bytes as the kit shows them everywhere (units.fmt_bytes: '14.7 GiB'); 'unknown' where it was not read."""
+    return "unknown" if n is None else fmt_bytes(n)
 
 
 def format_doctor(facts: dict) -> str:
@@ -146,11 +147,13 @@ def format_doctor(facts: dict) -> str:
     if facts["type"] == "cuda":
         cc = ".".join(map(str, facts["capability"]))
         lines.append(f"{ok} GPU: {facts['name']} (compute capability {cc})")
-        lines.append(f"  memory: {_gib(facts['total_memory'])} total, {_gib(facts['free_memory'])} free (GPU memory)")
+        lines.append(f"  memory: {_memory(facts['total_memory'])} total, {_memory(facts['free_memory'])} free "
+                     "(GPU memory)")
     else:
         lines.append(f"{warn} no GPU: running on the CPU ({facts.get('cpu_count') or '?'} cores) — lessons still run, "
                      "on the tiny model; memory figures are measured on the CPU and labelled 'cpu'")
-        lines.append(f"  memory: {_gib(facts['total_memory'])} total, {_gib(facts['free_memory'])} available (host RAM)")
+        lines.append(f"  memory: {_memory(facts['total_memory'])} total, {_memory(facts['free_memory'])} available "
+                     "(host RAM)")
 
     says = facts.get("torch_says_bf16_supported")
     if facts["type"] == "cuda":
@@ -204,9 +207,9 @@ def preflight(facts: dict) -> tuple[bool, list[str]]:
         lines.append("✓ libraries: " + ", ".join(f"{p} {facts['versions'][p]}" for p in REQUIRED))
     if facts["type"] == "cuda":
         free = facts.get("free_memory") or 0
-        lines.append(f"✓ GPU: {facts['name']}, {_gib(free)} free, precision {facts['recommended_precision']}")
+        lines.append(f"✓ GPU: {facts['name']}, {_memory(free)} free, precision {facts['recommended_precision']}")
         if free < 10 * GiB:
-            lines.append(f"! only {_gib(free)} free on the GPU: restart the runtime to get a T4's ~14.7 GiB back")
+            lines.append(f"! only {_memory(free)} free on the GPU: restart the runtime to get a T4's ~14.7 GiB back")
         mode = "GPU lessons with the real model" if facts["hub_reachable"] else \
             "GPU lessons with shape-only weights (hub not reachable: memory and time real, loss not meaningful)"
     else:

@@ -1,4 +1,6 @@
-"""Charts and the delta line: measured numbers beside the theory, each bar saying which it is.
+"""Figures made from run records (matplotlib): where the memory goes, theory beside measured, and a sweep's
+activation memory and step time. The words on them (config labels, which figure is which) come from
+`labkit.report.text`; the axis units from `labkit.units`.
 
 Figures are built on `matplotlib.figure.Figure` (no pyplot state, works on any backend, including Agg in CI) and
 returned, so a notebook cell shows them by ending with the figure. Pass `save=`/`path=` to also write a PNG.
@@ -9,92 +11,14 @@ activations + logits.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from matplotlib.figure import Figure
 
-KiB, MiB, GiB = 1024, 1024 ** 2, 1024 ** 3
+from labkit.report.text import COMPONENTS, component_values, config_label, lookup, status_of, sweep_labels
+# theory_saved and delta_text live in report.text; notebooks 01–05 call them as charts.theory_saved / charts.delta_text
+from labkit.report.text import delta_text, theory_saved  # noqa: F401
+from labkit.units import change, fmt_change, pick_unit, ratio
+
 THEORY_COLOR, MEASURED_COLOR, RULE_COLOR, BAD_COLOR = "#9ecae1", "#e6550d", "#bdbdbd", "#b2182b"
-MINUS = "\u2212"   # a real minus sign for percentages: "−81%"
-
-
-# ---- small helpers -------------------------------------------------------------------------------------------------
-def pick_unit(largest_bytes) -> tuple[str, int]:
-    """The unit that keeps the largest bar between 1 and 1024: GiB, MiB or KiB."""
-    largest = largest_bytes or 0
-    if largest >= GiB:
-        return "GiB", GiB
-    if largest >= MiB:
-        return "MiB", MiB
-    return "KiB", KiB
-
-
-def lookup(record, *path):
-    """record["a"]["b"]... or None where any level is missing or None."""
-    node = record
-    for key in path:
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(key)
-    return node
-
-
-def _sum_or_none(*values):
-    present = [v for v in values if v is not None]
-    return sum(present) if present else None
-
-
-def theory_saved(record):
-    """What the theory says autograd keeps for backward: layer activations + logits."""
-    return _sum_or_none(lookup(record, "theory", "activations"), lookup(record, "theory", "logits"))
-
-
-def _status(record) -> str:
-    return (record or {}).get("status") or "ok"
-
-
-def _precision(record) -> str:
-    return lookup(record, "resolved", "precision") or lookup(record, "config", "precision") or "?"
-
-
-# short names for the compact config labels ("gc on · mb 2 · fp32")
-def _short(field: str, record) -> str:
-    value = lookup(record, "config", field)
-    if field == "gradient_checkpointing":
-        return f"gc {'on' if value else 'off'}"
-    if field == "precision":
-        return _precision(record)
-    short = {"micro_batch": "mb", "grad_accum": "ga", "seq_len": "seq", "lora_r": "r", "lora_alpha": "α",
-             "num_gpus": "gpus", "eval_micro_batch": "eval mb", "lora_dropout": "drop", "learning_rate": "lr"}
-    if field in short:
-        return f"{short[field]} {value}"
-    if field == "lora_targets":
-        return "+".join(t.split("_")[0] for t in value or [])
-    if field == "optim":
-        return {"paged_adamw_8bit": "adam 8-bit", "adamw": "adamw"}.get(value, str(value))
-    if field == "quant":
-        return "nf4" if value == "nf4" else "no quant"
-    if isinstance(value, bool):
-        return f"{field} {'on' if value else 'off'}"
-    return f"{field} {value}"
-
-
-def config_label(record, fields=("gradient_checkpointing", "micro_batch", "precision")) -> str:
-    return " · ".join(_short(f, record) for f in fields)
-
-
-def _differing_fields(records) -> list[str]:
-    configs = [r.get("config") or {} for r in records]
-    keys = sorted({k for c in configs for k in c}, key=lambda k: list(configs[0]).index(k) if k in configs[0] else 99)
-    return [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
-
-
-def sweep_labels(records) -> list[str]:
-    """One compact label per record: checkpointing, micro-batch and precision always, plus any other field that
-    differs across the sweep."""
-    base = ["gradient_checkpointing", "micro_batch", "precision"]
-    fields = base + [f for f in _differing_fields(records) if f not in base]
-    return [config_label(r, fields) for r in records]
 
 
 def _title_suffix(records) -> str:
@@ -108,25 +32,8 @@ def _title_suffix(records) -> str:
 
 
 # ---- chart 1: where the memory goes ----------------------------------------------------------------------------------
-COMPONENTS = ["weights", "lora", "gradients", "optimizer", "saved activations", "logits"]
-
-
-def _component_values(record):
-    """{component: (theory bytes, measured bytes)} — measured None where the run did not measure it."""
-    res = lambda k: lookup(record, "measured", "resident", k)  # noqa: E731
-    th = lambda k: lookup(record, "theory", k)  # noqa: E731
-    return {
-        "weights": (th("weights"), _sum_or_none(res("quantized_weights"), res("unquantized_weights"))),
-        "lora": (th("lora"), res("lora")),
-        "gradients": (th("gradients"), res("gradients")),
-        "optimizer": (th("optimizer"), res("optimizer")),
-        "saved activations": (theory_saved(record), lookup(record, "measured", "saved_activation_bytes")),
-        "logits": (th("logits"), None),   # measured only as part of the saved activations
-    }
-
-
 def _draw_components(ax, record):
-    values = _component_values(record)
+    values = component_values(record)
     rule = lookup(record, "theory", "simple_rule_activations")
     largest = max([v for pair in values.values() for v in pair if v is not None] + [rule or 0])
     unit, scale = pick_unit(largest)
@@ -182,7 +89,7 @@ def _draw_components(ax, record):
     ax.set_xticks(list(xs), ticks, rotation=20, fontsize=8)
     ax.set_ylabel(unit)
     ax.legend(fontsize=7)
-    status = _status(record)
+    status = status_of(record)
     head = config_label(record) + ("" if status == "ok" else f" — {status.upper()}")
     if not measured_any:
         head += " — theory only, nothing measured"
@@ -213,10 +120,6 @@ def memory_components_chart(record_or_records, ax=None, save=None):
 
 
 # ---- chart 2: a sweep ------------------------------------------------------------------------------------------------
-def _ratio(value, base):
-    return None if value is None or not base else value / base
-
-
 def sweep_chart(records, path=None):
     """(a) measured saved activations beside the theory, per config; (b) step time relative to the first
     measured config, beside the theory's step-FLOPs ratio. Failed runs stay on the chart, marked OOM / error."""
@@ -231,21 +134,21 @@ def sweep_chart(records, path=None):
 
     # (a) saved activations: theory | measured (+ the error in % above the measured bar)
     theory = [theory_saved(r) for r in records]
-    measured = [lookup(r, "measured", "saved_activation_bytes") if _status(r) == "ok" else None for r in records]
+    measured = [lookup(r, "measured", "saved_activation_bytes") if status_of(r) == "ok" else None for r in records]
     unit, scale = pick_unit(max([v for v in theory + measured if v is not None] + [0]))
     for x, r, t, m in zip(xs, records, theory, measured):
         if t is not None:
             ax_mem.bar(x - width / 2, t / scale, width, color=THEORY_COLOR, edgecolor="black", linewidth=0.5,
                        label="theory (activations + logits)" if x == next(i for i, v in enumerate(theory)
                                                                        if v is not None) else None)
-        if _status(r) != "ok":
-            ax_mem.text(x + width / 2, 0, _status(r).upper(), ha="center", va="bottom", color=BAD_COLOR,
+        if status_of(r) != "ok":
+            ax_mem.text(x + width / 2, 0, status_of(r).upper(), ha="center", va="bottom", color=BAD_COLOR,
                         fontweight="bold", fontsize=9, rotation=90)
         elif m is not None:
             first = next(i for i, v in enumerate(measured) if v is not None)
             rect = ax_mem.bar(x + width / 2, m / scale, width, color=MEASURED_COLOR,
                               label="measured" if x == first else None)
-            note = f"{(m / t - 1) * 100:+.0f}% vs theory".replace("-", MINUS) if t else ""
+            note = f"{fmt_change(change(m, t))} vs theory" if t else ""
             ax_mem.bar_label(rect, labels=[note], fontsize=7, padding=1)
         else:
             ax_mem.text(x + width / 2, 0, "not measured", ha="center", va="bottom", fontsize=7, color="gray",
@@ -254,19 +157,19 @@ def sweep_chart(records, path=None):
     ax_mem.set_title("(a) activation memory per config: measured vs theory" + _title_suffix(records), fontsize=9)
 
     # (b) step time relative to the baseline = the first run with a measured step time
-    times = [lookup(r, "measured", "step_time_s") if _status(r) == "ok" else None for r in records]
+    times = [lookup(r, "measured", "step_time_s") if status_of(r) == "ok" else None for r in records]
     base_i = next((i for i, t in enumerate(times) if t), None)
     flops = [lookup(r, "theory", "step_flops") for r in records]
     if base_i is not None:
         base_flops = flops[base_i]
         ax_time.axhline(1.0, color="black", linewidth=0.6)
         for x, r, t, f in zip(xs, records, times, flops):
-            tr = _ratio(f, base_flops)
+            tr = ratio(f, base_flops)
             if tr is not None:
                 ax_time.bar(x - width / 2, tr, width, color=THEORY_COLOR, edgecolor="black", linewidth=0.5,
                             label="theory (step FLOPs ratio)" if x == base_i else None)
-            if _status(r) != "ok":
-                ax_time.text(x + width / 2, 0, _status(r).upper(), ha="center", va="bottom", color=BAD_COLOR,
+            if status_of(r) != "ok":
+                ax_time.text(x + width / 2, 0, status_of(r).upper(), ha="center", va="bottom", color=BAD_COLOR,
                              fontweight="bold", fontsize=9, rotation=90)
             elif t:
                 rect = ax_time.bar(x + width / 2, t / times[base_i], width, color=MEASURED_COLOR,
@@ -287,81 +190,3 @@ def sweep_chart(records, path=None):
     if path:
         fig.savefig(path, dpi=110)
     return fig
-
-
-# ---- the delta line -------------------------------------------------------------------------------------------------
-_NAMES = {"micro_batch": "micro-batch", "grad_accum": "accumulation", "lora_r": "LoRA r", "lora_alpha": "LoRA alpha",
-          "lora_targets": "LoRA targets", "lora_dropout": "LoRA dropout", "optim": "optimizer",
-          "eval_micro_batch": "eval micro-batch", "num_gpus": "GPUs", "learning_rate": "learning rate",
-          "memory_budget_gb": "memory budget (GiB)"}
-_SWITCHES = {"gradient_checkpointing": "checkpointing", "pad_to_seq_len": "padding to seq_len",
-             "prepare_kbit": "prepare_kbit"}
-
-
-def _show(field, value, record):
-    if field == "lora_targets":
-        return ",".join(value or [])
-    if field == "precision" and value == "auto":
-        return f"auto ({_precision(record)})"
-    return str(value)
-
-
-def describe_changes(prev, cur) -> str:
-    """'checkpointing on, micro-batch 2 → 4' — every config field that differs, plus the device if it does."""
-    a, b = prev.get("config") or {}, cur.get("config") or {}
-    parts = []
-    for field in list(b) + [k for k in a if k not in b]:
-        if a.get(field) == b.get(field):
-            continue
-        if field in _SWITCHES and isinstance(b.get(field), bool):
-            parts.append(f"{_SWITCHES[field]} {'on' if b[field] else 'off'}")
-        else:
-            name = _NAMES.get(field, field)
-            parts.append(f"{name} {_show(field, a.get(field), prev)} → {_show(field, b.get(field), cur)}")
-    da, db = lookup(prev, "resolved", "device"), lookup(cur, "resolved", "device")
-    if da and db and da != db:
-        parts.append(f"device {da} → {db}")
-    return ", ".join(parts) or "same config"
-
-
-def _pct(new, old) -> str | None:
-    """Percent change with a real minus sign, rounded to a whole percent: 0.19 vs 1.0 → '−81%'."""
-    if new is None or old is None or not old:
-        return None
-    p = round((new / old - 1) * 100)
-    return f"+{p}%" if p > 0 else (f"{MINUS}{-p}%" if p < 0 else "±0%")
-
-
-def delta_text(prev, cur) -> str:
-    """The lab's delta line between two runs: what changed, then measured change with the theory's beside it.
-
-    e.g. 'checkpointing on: saved activations −81% (theory −83%), step time +46% (theory +50%)'
-    """
-    if cur is None:
-        return "no run yet"
-    if prev is None:
-        return "first run: nothing to compare with yet"
-    changes = describe_changes(prev, cur)
-    both_ok = _status(prev) == "ok" and _status(cur) == "ok"
-    metrics = [  # (name, measured key, theory value getter, show only when both measured)
-        ("saved activations", "saved_activation_bytes", theory_saved, False),
-        ("peak allocated", "peak_allocated_bytes", lambda r: lookup(r, "theory", "peak"), True),
-        ("step time", "step_time_s", lambda r: lookup(r, "theory", "step_flops"), False),
-    ]
-    parts = []
-    for name, key, theory_of, needs_both in metrics:
-        measured = _pct(lookup(cur, "measured", key), lookup(prev, "measured", key)) if both_ok else None
-        theory = _pct(theory_of(cur), theory_of(prev))
-        if measured is None and (needs_both or theory is None):
-            continue
-        if measured is None:
-            parts.append(f"{name} not measured (theory {theory})")
-        elif theory is None:
-            parts.append(f"{name} {measured}")
-        else:
-            parts.append(f"{name} {measured} (theory {theory})")
-    line = f"{changes}: " + (", ".join(parts) if parts else "nothing to compare")
-    for who, rec in (("this run", cur), ("previous run", prev)):
-        if _status(rec) != "ok":
-            line += f" [{who}: {_status(rec).upper()}, no measurement]"
-    return line

@@ -4,7 +4,6 @@ Most tests use a stand-in runner (the theory's numbers dressed as a measurement)
 tests marked "real engine" run real QLoRA steps of the tiny model on the CPU through the very same button.
 """
 import csv
-import hashlib
 import io
 import itertools
 import json
@@ -16,10 +15,14 @@ import torch
 
 from labkit import experiment, units
 from labkit.course import lessons
-from labkit.course import lab as lab_module
 from labkit.config import RunConfig
-from labkit.course.lab import (CSV_COLUMNS, Lab, as_reference, load_reference, matches, precision_choices, provenance,
-                        reference_sets, result_table_html)
+from labkit.course import lab as lab_module
+from labkit.course import lab_view
+from labkit.course.lab import Lab
+from labkit.course.lab_controls import precision_choices
+from labkit.report import reference
+from labkit.report.html import result_table_html
+from labkit.report.text import CSV_COLUMNS
 
 CPU_ONLY = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU layout of the lab")
 
@@ -230,17 +233,7 @@ def test_export_button_writes_the_file(tmp_path):
     assert lab.messages[-1].startswith("could not write")
 
 
-# ---- reference results --------------------------------------------------------------------------------------------
-def test_reference_sets_load_labelled():
-    assert "cpu-tiny" in reference_sets()
-    records = load_reference("cpu-tiny")
-    assert records and all("reference" in r["labels"] for r in records)
-    assert all(r["provenance"].startswith("reference · measured on ") for r in records)
-    assert all(r["status"] == "ok" and r["measured"]["saved_activation_bytes"] for r in records)
-    with pytest.raises(ValueError, match="unknown reference set"):
-        load_reference("no-such-set")
-
-
+# ---- reference results (the sets themselves: tests/report/test_reference.py) ----------------------------------------
 @CPU_ONLY
 def test_replay_picks_the_matching_reference_and_labels_it():
     lab, runner = make_lab(reference="cpu-tiny")
@@ -279,7 +272,7 @@ def partial_gpu_set(tmp_path, monkeypatch):
     kept = [ln for ln in lines if not (json.loads(ln)["config"]["seq_len"] == 2048
                                        and json.loads(ln)["config"]["micro_batch"] > 1)]
     (tmp_path / "gpu-with-holes.jsonl").write_text("\n".join(kept) + "\n")
-    monkeypatch.setattr(lab_module, "_reference_dir", lambda: tmp_path)
+    monkeypatch.setattr(reference, "_reference_dir", lambda: tmp_path)
     return "gpu-with-holes"
 
 
@@ -298,31 +291,6 @@ def test_replay_without_a_match_says_what_was_recorded(partial_gpu_set):
 # ---- the GPU reference set ------------------------------------------------------------------------------------------
 GPU_SET = "h100-t4-profile-llama-3.2-1b-2026-11-22"
 GPU_PROVENANCE = "reference · measured on NVIDIA H100 80GB HBM3 (T4 profile), 2026-11-22"
-
-
-def test_gpu_reference_set_is_the_recording_byte_for_byte():
-    path = Path(lab_module.__file__).parent.parent / "reference" / f"{GPU_SET}.jsonl"
-    data = path.read_bytes()
-    # sha256 of lab-grid-llama-3.2-1b.jsonl as recorded (shared/gpu-records/h100-t4-profile-2026-11-22/)
-    assert hashlib.sha256(data).hexdigest() == "06e9a8456583d6d43040d3c02c4528f11e9d3b46598c2afd049710cdb8ebc998"
-    records = [json.loads(line) for line in data.decode().splitlines()]
-    assert len(records) == 12
-    assert {r["device"]["name"] for r in records} == {"NVIDIA H100 80GB HBM3"}
-    assert all(r["labels"] == ["t4-profile", "shape-only"] and r["resolved"]["precision"] == "fp16"
-               for r in records)
-    assert [(r["config"]["seq_len"], r["config"]["micro_batch"], r["config"]["gradient_checkpointing"])
-            for r in records if r["status"] == "oom"] == [(2048, 2, False), (2048, 4, True), (2048, 4, False)]
-    assert records[0]["measured"]["peak_allocated_bytes"] == 2088387072
-    assert records[0]["time"] == "2026-11-22T15:01:19+00:00"
-    assert all(r["provenance"] == GPU_PROVENANCE for r in load_reference(GPU_SET))
-
-
-def test_provenance_names_the_t4_profile():
-    rec = {"labels": ["t4-profile", "reference"], "time": "2026-11-22T15:01:19+00:00",
-           "device": {"type": "cuda", "name": "NVIDIA H100 80GB HBM3"}}
-    assert provenance(rec) == GPU_PROVENANCE
-    rec["labels"] = ["reference"]
-    assert provenance(rec) == "reference · measured on NVIDIA H100 80GB HBM3, 2026-11-22"
 
 
 def test_choosing_the_gpu_set_switches_the_model_and_every_control():
@@ -493,18 +461,6 @@ def test_replay_of_given_records_labels_them():
     assert "reference" not in rec.get("labels", [])                   # the caller's record is left alone
 
 
-def test_matching_resolves_auto_on_the_reference_device():
-    t4 = as_reference({"config": RunConfig(model="llama-3.2-1b", seq_len=128, micro_batch=2, grad_accum=4).to_dict(),
-                       "resolved": {"precision": "fp16", "device": "cuda"},
-                       "device": {"type": "cuda", "name": "Tesla T4", "capability": [7, 5]}, "labels": []})
-    cfg = RunConfig(model="tiny", seq_len=128, micro_batch=2, grad_accum=4)
-    assert matches(t4, cfg)                                   # auto → fp16 on a T4
-    assert matches(t4, cfg.replace(precision="fp16"))
-    assert not matches(t4, cfg.replace(precision="fp32"))
-    assert not matches(t4, cfg.replace(precision="bf16"))     # bf16 cannot be asked of a T4
-    assert not matches(t4, cfg.replace(micro_batch=4))
-
-
 # ---- the stable entry point --------------------------------------------------------------------------------------
 def test_labkit_lab_builds_a_panel_and_the_module_is_a_plain_module():
     import labkit
@@ -513,6 +469,8 @@ def test_labkit_lab_builds_a_panel_and_the_module_is_a_plain_module():
     assert lab is labkit.lab is lab_module.lab                # `from labkit import lab; lab()` as the lessons do
     assert isinstance(labkit.lab(model="tiny", device="cpu"), Lab)
     assert not callable(lab_module)                          # no callable-module trick behind it
+    # names kept importable from here: lessons re-export fmt_bytes, notebook 00 calls lab.reference_sets()
+    assert lab_module.fmt_bytes is units.fmt_bytes and lab_module.reference_sets is reference.reference_sets
 
 
 # ---- the real engine ------------------------------------------------------------------------------------------------
@@ -586,7 +544,7 @@ def test_a_record_that_cannot_be_shown_is_a_message_not_a_traceback(monkeypatch)
     def boom(*args, **kwargs):
         raise KeyError("theory")
 
-    monkeypatch.setattr(lab_module, "result_table_html", boom)
+    monkeypatch.setattr(lab_view, "result_table_html", boom)
     lab, _ = make_lab()
     lab.run()
     assert len(lab.history) == 1

@@ -92,7 +92,7 @@ def test_t4_bf16_trap(monkeypatch, offline):
     assert f["t4"] and "sm_75" in f["t4"]["architecture"]
     text = format_doctor(f)
     assert "native bf16: no" in text and "is_bf16_supported() says True" in text and "emulation" in text
-    assert "14.75 GiB total" in text and "Tesla T4 facts" in text
+    assert "memory: 14.7 GiB total" in text and "Tesla T4 facts" in text    # units.fmt_bytes: 3 significant figures
 
 
 def test_ampere_recommends_bf16(monkeypatch, offline):
@@ -139,6 +139,7 @@ def test_preflight_verdicts():
     assert not ready and "missing: peft, bitsandbytes" in lines[0] and lines[-1].startswith("NOT READY")
     ready, lines = preflight(_facts(free_memory=3 * 2 ** 30))
     assert ready and any("restart the runtime" in line for line in lines)
+    assert "! only 3 GiB free on the GPU: restart the runtime to get a T4's ~14.7 GiB back" in lines
 
 
 def test_doctor_check_exit_codes(monkeypatch, capsys):

@@ -1,0 +1,208 @@
+"""What the lab does when asked: runs (through `labkit.experiment.run`), replays of reference records, the
+history of this kernel with each entry's delta against the one before it, the messages, and the CSV export.
+
+`LabController` is the non-widget half of `labkit.course.lab.Lab`; `LabView` is the other half. The controller owns
+`history`, `messages`, `busy`, `last_delta` and `last_compared_with`. From the view it uses the controls
+(`set()`, `config()`), the chosen reference set (`reference_name`, `reference_pool`, `use_reference()`) and the
+rendering (`_show_busy`, `_show_loading`, `_on_step`, `_show_outcome`, `_render_messages`, `_render_record`).
+Failures never escape: a failed run, an OOM or a record that cannot be shown becomes a message.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+from labkit.course.lab_controls import LIVE
+from labkit.report.reference import as_reference, matches, missing_combination_text, provenance, reference_sets
+from labkit.report.text import config_label, delta_text, history_csv, history_row, labels_text, lookup
+from labkit.units import fmt_bytes
+
+OOM_ADVICE = ("Change the micro-batch first (keep the effective batch with more accumulation), then the sequence "
+              "length, then the LoRA rank.")
+
+
+class LabController:
+    """Runs, replays, history and messages of the lab. See `labkit.course.lab.Lab` for the public handle."""
+
+    def _start(self, device: str, steps: int, warmup: int, weights: str, runner=None):
+        """The state before any widget exists: how to run, and an empty history."""
+        self.device, self.steps, self.warmup, self.weights = device, steps, warmup, weights
+        self._runner = runner                     # None: labkit.experiment.run
+        self.history: list[dict] = []
+        self.messages: list[str] = []
+        self._levels: list[str] = []              # "info", "advice", "error" or "oom", one per message
+        self.last_delta = "no run yet"
+        self.last_compared_with = None
+        self.busy = False
+
+    def _say(self, level: str, text: str):
+        self.messages.append(text)
+        self._levels.append(level)
+        self._render_messages()
+
+    # -- running -------------------------------------------------------------------------------------------------------
+    def run(self, **values) -> dict | None:
+        """Press Run: set any given controls, run real steps, show the results. Returns the record, or None when
+        nothing ran (bad settings, an error outside the run). Never raises for a failed run."""
+        if self.busy:
+            self._say("info", "a run is already in progress: wait for it to finish")
+            return None
+        if self.reference_name is not None:
+            self._say("info", f"nothing runs while reference set '{self.reference_name}' is chosen: press Replay "
+                              f"to see its record, or choose '{LIVE}' under 'results from' (panel.use_live()) "
+                              "to run here")
+            return None
+        try:
+            self.set(**values)
+            cfg = self.config()
+        except ValueError as e:
+            self._say("error", f"settings rejected: {e}")
+            return None
+        record = self._run_busy(cfg)
+        if record is None:
+            return None
+        self._show_outcome(record.get("status"))
+        self._add(record, source="run")
+        return record
+
+    def _run_busy(self, cfg):
+        """The run itself, with the panel busy: the record, or None with a message saying why there is none."""
+        runner = self._runner
+        if runner is None:
+            from labkit import experiment
+            runner = experiment.run
+        self.busy = True
+        self._show_busy()
+        self._show_loading()
+        record = None
+        try:
+            record = runner(cfg, steps=self.steps, warmup=self.warmup, device=self.device, weights=self.weights,
+                            on_step=self._on_step)
+        except ValueError as e:
+            self._say("error", f"settings rejected: {e}")
+        except KeyboardInterrupt:
+            self._say("error", "run interrupted: nothing recorded")
+        except Exception as e:  # noqa: BLE001 — anything else is a message, never a traceback wall
+            self._say("error", f"the run failed outside the measured steps: {type(e).__name__}: "
+                               f"{str(e).splitlines()[0] if str(e) else ''}")
+        finally:
+            self.busy = False
+            self._show_busy()
+            if record is None:
+                from labkit.engine.runner import free_memory
+                free_memory()
+                self._show_outcome(None)
+        return record
+
+    # -- replaying -----------------------------------------------------------------------------------------------------
+    def replay(self, records=None, name: str | None = None, **values) -> list[dict]:
+        """Replay reference results; returns what was added to the history.
+        Without `records`: switch to the set `name` (if given), set any given controls, and show the set's record
+        for these settings. With `records` (a record or a list): add them all, labelled "reference"."""
+        if records is not None:
+            chosen = [as_reference(r) for r in ([records] if isinstance(records, Mapping) else list(records))]
+        else:
+            found = self._find_in_set(name, values)
+            chosen = [copy.deepcopy(found)] if found else []
+        for rec in chosen:
+            self._add(rec, source="reference")
+        if chosen:
+            self._show_outcome(chosen[-1].get("status"), replayed=True)
+        return chosen
+
+    def _find_in_set(self, name: str | None, values: dict) -> dict | None:
+        """The chosen set's record for the controls (after `values`), or None with a message saying why not."""
+        try:
+            if name is not None and name != self.reference_name:
+                self.use_reference(name)
+        except ValueError as e:
+            self._say("error", f"cannot replay: {e}")
+            return None
+        if self.reference_name is None:
+            self._say("info", "choose a reference set first, under 'results from' (or panel.use_reference(name)); "
+                              f"recorded sets: {', '.join(reference_sets()) or 'none'}")
+            return None
+        try:
+            self.set(**values)
+            cfg = self.config()
+        except ValueError as e:
+            self._say("error", f"settings rejected: {e}")
+            return None
+        found = [r for r in self.reference_pool if matches(r, cfg)]
+        if not found:
+            self._say("info", missing_combination_text(self.reference_name, self.reference_pool, cfg))
+            return None
+        return found[-1]
+
+    # -- the history ---------------------------------------------------------------------------------------------------
+    def _previous(self, record: dict) -> dict | None:
+        """The entry a new one is compared with: the previous live run, or the previous replay of the same set."""
+        key = (record["lab"]["source"], record.get("reference_set"))
+        for entry in reversed(self.history[:-1]):
+            if (entry["lab"]["source"], entry.get("reference_set")) == key:
+                return entry
+        return None
+
+    def _add(self, record, source: str):
+        record = dict(record)
+        record["lab"] = {"run": len(self.history) + 1, "source": source, "provenance": provenance(record) or None}
+        self.history.append(record)
+        try:
+            self._show(record)
+        except Exception as e:  # noqa: BLE001 — a record the panel cannot display is a message, not a traceback
+            self._say("error", f"run {record['lab']['run']} is in the history but could not be shown: "
+                               f"{type(e).__name__}: {e}")
+
+    def _show(self, record: dict):
+        """The delta against the previous comparable entry, the messages for this one, then the panel."""
+        prev = self._previous(record)
+        self.last_delta = delta_text(prev, record)
+        self.last_compared_with = compared_with(prev, record)
+        status = record.get("status")
+        where = f" ({record['lab']['provenance']})" if record["lab"]["provenance"] else ""
+        if status == "ok":
+            self._say("info", f"run {record['lab']['run']} done{where}: {config_label(record)} · "
+                              f"{labels_text(record)}")
+        elif status == "oom":
+            self._say("oom", oom_text(record))
+        else:
+            self._say("error", f"run failed{where}: {record.get('error')}")
+        for w in record.get("warnings") or []:
+            self._say("advice", f"advice: {w}")
+        self._render_record(record, prev)
+
+    def history_rows(self) -> list[dict]:
+        """One flat dict per history entry (the CSV columns)."""
+        return [history_row(r) for r in self.history]
+
+    def to_csv(self, path=None) -> str:
+        """The history as CSV text; also written to `path` when given. Returns the text."""
+        text = history_csv(self.history)
+        if path is not None:
+            with open(path, "w", encoding="utf-8", newline="") as fh:
+                fh.write(text)
+        return text
+
+
+def compared_with(previous: dict | None, record: dict) -> str:
+    """Which entry the delta line compares against: 'run 3 (the previous replay of set 'x')'."""
+    ref_set = record.get("reference_set")
+    if record["lab"]["source"] == "run":
+        kind = "the previous live run"
+    elif ref_set:
+        kind = f"the previous replay of set '{ref_set}'"
+    else:
+        kind = "the previous replayed record"
+    return f"run {previous['lab']['run']} ({kind})" if previous else f"nothing yet (no {kind[4:]})"
+
+
+def oom_text(record: dict) -> str:
+    """The message for an out-of-memory record: simulated here, real here, or recorded elsewhere."""
+    error = str(record.get("error") or "").removeprefix("simulated OOM: ")
+    if record["lab"]["source"] == "reference":
+        short = ". ".join(error.split(". ")[:2]).rstrip(".")
+        return (f"run {record['lab']['run']} ({record['lab']['provenance']}): out of memory when it was recorded: "
+                f"{short}. Theory's peak for it: {fmt_bytes(lookup(record, 'theory', 'peak'))}. {OOM_ADVICE}")
+    simulated = "simulated-oom" in (record.get("labels") or [])
+    return (f"out of memory{' (simulated: over the declared budget)' if simulated else ''}: {error}. The kernel is "
+            f"fine, memory was freed. {OOM_ADVICE}")

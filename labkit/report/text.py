@@ -1,0 +1,299 @@
+"""Words and plain-text tables made from run records: config labels, the delta line between two runs, the command
+line's record / sweep / search tables, and the lab's history as flat rows (its CSV).
+
+Every number goes through `labkit.units` (bytes, changes, ratios); this module only chooses which numbers to show
+and in what words. Records may be `RunRecord`s or their JSON dicts: everything is read through `lookup`, so a
+missing part reads None instead of raising.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping
+
+from labkit.config import RunConfig, rule_warnings
+from labkit.units import MISSING, change, fmt_bytes, fmt_change, fmt_ratio
+
+# the memory components, in the order tables and charts show them
+COMPONENTS = ["weights", "lora", "gradients", "optimizer", "saved activations", "logits"]
+
+# ---- reading a record ------------------------------------------------------------------------------------------------
+def lookup(record, *path):
+    """record["a"]["b"]... or None where any level is missing or None."""
+    node = record
+    for key in path:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(key)
+    return node
+
+
+def _sum_or_none(*values):
+    present = [v for v in values if v is not None]
+    return sum(present) if present else None
+
+
+def theory_saved(record):
+    """What the theory says autograd keeps for backward: layer activations + logits."""
+    return _sum_or_none(lookup(record, "theory", "activations"), lookup(record, "theory", "logits"))
+
+
+def component_values(record) -> dict:
+    """{component: (theory bytes, measured bytes)} in COMPONENTS order; measured None where the run did not
+    measure it (logits are measured only inside the saved activations)."""
+    res = lambda k: lookup(record, "measured", "resident", k)  # noqa: E731
+    th = lambda k: lookup(record, "theory", k)  # noqa: E731
+    return {
+        "weights": (th("weights"), _sum_or_none(res("quantized_weights"), res("unquantized_weights"))),
+        "lora": (th("lora"), res("lora")),
+        "gradients": (th("gradients"), res("gradients")),
+        "optimizer": (th("optimizer"), res("optimizer")),
+        "saved activations": (theory_saved(record), lookup(record, "measured", "saved_activation_bytes")),
+        "logits": (th("logits"), None),
+    }
+
+
+def status_of(record) -> str:
+    return (record or {}).get("status") or "ok"
+
+
+def resolved_precision(record) -> str | None:
+    """What the precision became on the record's device ("auto" → fp16 on a T4), else what was asked."""
+    return lookup(record, "resolved", "precision") or lookup(record, "config", "precision")
+
+
+def labels_text(record) -> str:
+    labels = record.get("labels") or []
+    return "labels: " + (", ".join(labels) if labels else "none (measured on this GPU)")
+
+
+# ---- compact config labels ("gc on · mb 2 · fp32") -------------------------------------------------------------------
+_SHORT = {"micro_batch": "mb", "grad_accum": "ga", "seq_len": "seq", "lora_r": "r", "lora_alpha": "α",
+          "num_gpus": "gpus", "eval_micro_batch": "eval mb", "lora_dropout": "drop", "learning_rate": "lr"}
+
+
+def _short(field: str, record) -> str:
+    value = lookup(record, "config", field)
+    if field == "gradient_checkpointing":
+        return f"gc {'on' if value else 'off'}"
+    if field == "precision":
+        return resolved_precision(record) or "?"
+    if field in _SHORT:
+        return f"{_SHORT[field]} {value}"
+    if field == "lora_targets":
+        return "+".join(t.split("_")[0] for t in value or [])
+    if field == "optim":
+        return {"paged_adamw_8bit": "adam 8-bit", "adamw": "adamw"}.get(value, str(value))
+    if field == "quant":
+        return "nf4" if value == "nf4" else "no quant"
+    if isinstance(value, bool):
+        return f"{field} {'on' if value else 'off'}"
+    return f"{field} {value}"
+
+
+def config_label(record, fields=("gradient_checkpointing", "micro_batch", "precision")) -> str:
+    return " · ".join(_short(f, record) for f in fields)
+
+
+def _differing_fields(records) -> list[str]:
+    configs = [r.get("config") or {} for r in records]
+    keys = sorted({k for c in configs for k in c}, key=lambda k: list(configs[0]).index(k) if k in configs[0] else 99)
+    return [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
+
+
+def sweep_labels(records) -> list[str]:
+    """One compact label per record: checkpointing, micro-batch and precision always, plus any other field that
+    differs across the sweep."""
+    base = ["gradient_checkpointing", "micro_batch", "precision"]
+    fields = base + [f for f in _differing_fields(records) if f not in base]
+    return [config_label(r, fields) for r in records]
+
+
+# ---- the delta line --------------------------------------------------------------------------------------------------
+_NAMES = {"micro_batch": "micro-batch", "grad_accum": "accumulation", "lora_r": "LoRA r", "lora_alpha": "LoRA alpha",
+          "lora_targets": "LoRA targets", "lora_dropout": "LoRA dropout", "optim": "optimizer",
+          "eval_micro_batch": "eval micro-batch", "num_gpus": "GPUs", "learning_rate": "learning rate",
+          "memory_budget_gb": "memory budget (GiB)"}
+_SWITCHES = {"gradient_checkpointing": "checkpointing", "pad_to_seq_len": "padding to seq_len",
+             "prepare_kbit": "prepare_kbit"}
+
+
+def _shown(field, value, record):
+    if field == "lora_targets":
+        return ",".join(value or [])
+    if field == "precision" and value == "auto":
+        return f"auto ({resolved_precision(record) or '?'})"
+    return str(value)
+
+
+def describe_changes(prev, cur) -> str:
+    """'checkpointing on, micro-batch 2 → 4' — every config field that differs, plus the device if it does."""
+    a, b = prev.get("config") or {}, cur.get("config") or {}
+    parts = []
+    for field in list(b) + [k for k in a if k not in b]:
+        if a.get(field) == b.get(field):
+            continue
+        if field in _SWITCHES and isinstance(b.get(field), bool):
+            parts.append(f"{_SWITCHES[field]} {'on' if b[field] else 'off'}")
+        else:
+            name = _NAMES.get(field, field)
+            parts.append(f"{name} {_shown(field, a.get(field), prev)} → {_shown(field, b.get(field), cur)}")
+    da, db = lookup(prev, "resolved", "device"), lookup(cur, "resolved", "device")
+    if da and db and da != db:
+        parts.append(f"device {da} → {db}")
+    return ", ".join(parts) or "same config"
+
+
+def delta_text(prev, cur) -> str:
+    """The lab's delta line between two runs: what changed, then measured change with the theory's beside it.
+
+    e.g. 'checkpointing on: saved activations −81% (theory −83%), step time +46% (theory +50%)'
+    """
+    if cur is None:
+        return "no run yet"
+    if prev is None:
+        return "first run: nothing to compare with yet"
+    both_ok = status_of(prev) == "ok" and status_of(cur) == "ok"
+    metrics = [  # (name, measured key, theory value getter, show only when both measured)
+        ("saved activations", "saved_activation_bytes", theory_saved, False),
+        ("peak allocated", "peak_allocated_bytes", lambda r: lookup(r, "theory", "peak"), True),
+        ("step time", "step_time_s", lambda r: lookup(r, "theory", "step_flops"), False),
+    ]
+    parts = []
+    for name, key, theory_of, needs_both in metrics:
+        measured = change(lookup(cur, "measured", key), lookup(prev, "measured", key)) if both_ok else None
+        theory = change(theory_of(cur), theory_of(prev))
+        if measured is None and (needs_both or theory is None):
+            continue
+        if measured is None:
+            parts.append(f"{name} not measured (theory {fmt_change(theory)})")
+        elif theory is None:
+            parts.append(f"{name} {fmt_change(measured)}")
+        else:
+            parts.append(f"{name} {fmt_change(measured)} (theory {fmt_change(theory)})")
+    line = f"{describe_changes(prev, cur)}: " + (", ".join(parts) if parts else "nothing to compare")
+    for who, rec in (("this run", cur), ("previous run", prev)):
+        if status_of(rec) != "ok":
+            line += f" [{who}: {status_of(rec).upper()}, no measurement]"
+    return line
+
+
+# ---- the command line's tables ---------------------------------------------------------------------------------------
+def _err(measured, theory) -> str:
+    """Measured against the theory ('+4%', '−12%'); '' where either is missing."""
+    c = change(measured, theory)
+    return "" if c is None else fmt_change(c)
+
+
+def format_record(record) -> str:
+    """A record as a table: theory beside measured per component, then status, labels and warnings."""
+    cfg = record["config"]
+    resolved = record.get("resolved") or {}
+    head = (f"{cfg['model']} · seq {cfg['seq_len']} · {cfg['micro_batch']} micro × {cfg['grad_accum']} accum × "
+            f"{cfg['num_gpus']} GPU · {config_label(record, ('gradient_checkpointing', 'precision'))} · "
+            f"{cfg['quant']} · r {cfg['lora_r']} · {cfg['optim']}")
+    lines = [head, f"status: {record.get('status')}" + (f" ({record['error']})" if record.get("error") else "")
+             + f" · device: {resolved.get('device', '?')}"
+             + (f" ({(record.get('device') or {}).get('name')})" if record.get("device") else ""),
+             f"labels: {', '.join(record.get('labels') or []) or 'none'}", ""]
+    row = "{:<28}{:>14}{:>14}{:>10}"
+    lines.append(row.format("component", "theory", "measured", "error"))
+    theory, measured = record.get("theory") or {}, record.get("measured") or {}
+    for name, (t, m) in component_values(record).items():
+        label = {"saved activations": "saved activations + logits", "logits": "  of which logits"}.get(name, name)
+        shown_m = "(in saved)" if name == "logits" else fmt_bytes(m)
+        lines.append(row.format(label, fmt_bytes(t), shown_m, _err(m, t)))
+    lines.append(row.format("simple rule b·s·h·L·2", fmt_bytes(theory.get("simple_rule_activations")), "", ""))
+    lines.append(row.format("peak allocated", fmt_bytes(theory.get("peak")),
+                            fmt_bytes(measured.get("peak_allocated_bytes")),
+                            _err(measured.get("peak_allocated_bytes"), theory.get("peak"))))
+    lines.append(row.format("peak reserved", "", fmt_bytes(measured.get("peak_reserved_bytes")), ""))
+    if measured.get("allocated_before_bytes") is not None:       # records from before 2026-11-30 lack it
+        source = {"cuda-allocator": "CUDA allocated", "live-tensors": "live tensors"}.get(
+            measured.get("allocated_before_source"), measured.get("allocated_before_source") or "")
+        lines.append(row.format("held before the run", "", fmt_bytes(measured["allocated_before_bytes"]), "")
+                     + f"  ({source}; included in the peak)")
+    step, flops = measured.get("step_time_s"), theory.get("step_flops")
+    lines.append(row.format("step time", f"{flops:.3g} FLOP" if flops else MISSING,
+                            f"{step:.3g} s" if step else MISSING, ""))
+    if measured.get("tokens_per_s"):
+        lines.append(row.format("tokens/s", "", f"{measured['tokens_per_s']:.1f}", ""))
+    if measured.get("loss"):
+        lines.append("loss per optimizer step: " + ", ".join(f"{x:.4f}" for x in measured["loss"]))
+    try:
+        warnings = record.get("warnings") or rule_warnings(RunConfig.from_dict(cfg))
+    except ValueError:
+        warnings = []
+    lines += [f"warning: {w}" for w in warnings]
+    return "\n".join(lines)
+
+
+def format_sweep(records) -> str:
+    """One line per record: status, saved activations measured vs theory, step time and its ratio to the first."""
+    labels = sweep_labels(records)
+    width = max(len(s) for s in labels) + 2
+    row = "{:<%d}{:>7}{:>14}{:>14}{:>8}{:>11}{:>9}" % width
+    lines = [row.format("config", "status", "saved (meas.)", "saved (theory)", "error", "step time", "vs first")]
+    times = [lookup(r, "measured", "step_time_s") for r in records]
+    base = next((t for t in times if t), None)
+    for label, r, t in zip(labels, records, times):
+        m, th = lookup(r, "measured", "saved_activation_bytes"), theory_saved(r)
+        lines.append(row.format(label, r.get("status", "?"), fmt_bytes(m), fmt_bytes(th), _err(m, th),
+                                f"{t:.3g} s" if t else MISSING, fmt_ratio(t, base) if t and base else MISSING))
+    stand_ins = sorted({lab for r in records for lab in r.get("labels") or []})
+    if stand_ins:
+        lines.append(f"labels: {', '.join(stand_ins)}")
+    return "\n".join(lines)
+
+
+def format_search(found: dict) -> str:
+    """`labkit search`'s answer: the largest micro-batch that fits, then each try."""
+    lines = [f"largest micro-batch that fits: {found['best']}   [{', '.join(found['labels']) or 'measured'}]"]
+    for e in found["trail"]:
+        lines.append(f"  micro-batch {e['micro_batch']:4d}  {e['status']:3s}  saved activations "
+                     f"{fmt_bytes(e['saved_activation_bytes']):>10s}  peak allocated "
+                     f"{fmt_bytes(e['peak_allocated_bytes']):>10s}")
+    return "\n".join(lines)
+
+
+# ---- the lab's history as flat rows ----------------------------------------------------------------------------------
+CSV_COLUMNS = ["run", "source", "provenance", "model", "device", "precision", "gradient_checkpointing",
+               "micro_batch", "grad_accum", "num_gpus", "effective_batch", "seq_len", "lora_r", "status",
+               "saved_activations_measured_bytes", "saved_activations_theory_bytes", "simple_rule_bytes",
+               "peak_allocated_bytes", "peak_reserved_bytes", "peak_theory_bytes", "allocated_before_bytes",
+               "step_time_s", "step_flops", "tokens_per_s", "labels", "error", "time"]
+
+
+def history_row(rec) -> dict:
+    """One lab history entry as a flat dict with the CSV_COLUMNS."""
+    c = rec.get("config") or {}
+    th = rec.get("theory") or {}
+    m = rec.get("measured") or {}
+    lab_info = rec.get("lab") or {}
+    micro, accum, gpus = c.get("micro_batch"), c.get("grad_accum"), c.get("num_gpus", 1)
+    return {
+        "run": lab_info.get("run"), "source": lab_info.get("source", "run"),
+        "provenance": lab_info.get("provenance") or rec.get("provenance") or "",
+        "model": c.get("model"), "device": lookup(rec, "device", "name"), "precision": resolved_precision(rec),
+        "gradient_checkpointing": c.get("gradient_checkpointing"), "micro_batch": micro, "grad_accum": accum,
+        "num_gpus": gpus, "effective_batch": (micro * accum * gpus) if None not in (micro, accum, gpus) else None,
+        "seq_len": c.get("seq_len"), "lora_r": c.get("lora_r"), "status": rec.get("status"),
+        "saved_activations_measured_bytes": m.get("saved_activation_bytes"),
+        "saved_activations_theory_bytes": theory_saved(rec),
+        "simple_rule_bytes": th.get("simple_rule_activations"),
+        "peak_allocated_bytes": m.get("peak_allocated_bytes"), "peak_reserved_bytes": m.get("peak_reserved_bytes"),
+        "peak_theory_bytes": th.get("peak"), "allocated_before_bytes": m.get("allocated_before_bytes"),
+        "step_time_s": m.get("step_time_s"), "step_flops": th.get("step_flops"),
+        "tokens_per_s": m.get("tokens_per_s"), "labels": " ".join(rec.get("labels") or []),
+        "error": rec.get("error") or "", "time": rec.get("time"),
+    }
+
+
+def history_csv(records) -> str:
+    """The history as CSV text: a header of CSV_COLUMNS, then one row per entry."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for rec in records:
+        writer.writerow(history_row(rec))
+    return buf.getvalue()
