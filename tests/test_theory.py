@@ -1,5 +1,4 @@
 """Theory terms: seed figures, NF4 bit counts, and peft itself (on the meta device) as the reference."""
-import math
 
 import pytest
 import torch

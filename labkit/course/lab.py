@@ -28,9 +28,6 @@ from __future__ import annotations
 from labkit.config import RunConfig
 from labkit.course.lab_controller import LabController
 from labkit.course.lab_view import LabView
-# kept importable from here: lessons re-export fmt_bytes from this module, notebook 00 calls lab.reference_sets()
-from labkit.report.reference import reference_sets  # noqa: F401
-from labkit.units import fmt_bytes  # noqa: F401
 
 
 class Lab(LabController, LabView):

@@ -215,7 +215,6 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
                      "batch_has_padding": None, "allocated_before_bytes": held["allocated_before_bytes"],
                      "allocated_before_source": held["allocated_before_source"]},
     }
-    m = result["measured"]
     scope = types.SimpleNamespace()          # everything the run allocates hangs here, so one line drops it all
     try:
         _steps(cfg, steps, warmup, device, dev, precision, weights, progress, on_step, result, scope)

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
-from labkit.report.text import COMPONENTS, component_values, config_label, lookup, status_of, sweep_labels
-# theory_saved and delta_text live in report.text; notebooks 01–05 call them as charts.theory_saved / charts.delta_text
-from labkit.report.text import delta_text, theory_saved  # noqa: F401
+from labkit.report.text import COMPONENTS, component_values, config_label, lookup, status_of, sweep_labels, theory_saved
 from labkit.units import change, fmt_change, pick_unit, ratio
 
 THEORY_COLOR, MEASURED_COLOR, RULE_COLOR, BAD_COLOR = "#9ecae1", "#e6550d", "#bdbdbd", "#b2182b"

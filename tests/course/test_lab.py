@@ -469,8 +469,7 @@ def test_labkit_lab_builds_a_panel_and_the_module_is_a_plain_module():
     assert lab is labkit.lab is lab_module.lab                # `from labkit import lab; lab()` as the lessons do
     assert isinstance(labkit.lab(model="tiny", device="cpu"), Lab)
     assert not callable(lab_module)                          # no callable-module trick behind it
-    # names kept importable from here: lessons re-export fmt_bytes, notebook 00 calls lab.reference_sets()
-    assert lab_module.fmt_bytes is units.fmt_bytes and lab_module.reference_sets is reference.reference_sets
+    assert not hasattr(lab_module, "fmt_bytes")              # numbers are formatted by labkit.units alone
 
 
 # ---- the real engine ------------------------------------------------------------------------------------------------

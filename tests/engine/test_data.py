@@ -6,7 +6,6 @@ from importlib import resources
 import pytest
 import torch
 
-from labkit.engine import data
 from labkit.engine.data import IGNORE_INDEX, batches, byte_tokenizer, course_texts, hub_tokenizer
 
 SAMPLES = ["", "a", "hello world", "  two  spaces\n\ttab\r\n", "a . b , c ' s n't ?", "héllo wörld — ñ",

@@ -13,9 +13,8 @@ def test_axis_units_keep_the_largest_bar_between_1_and_1024():
     assert pick_unit(None) == ("KiB", 1024)
 
 
-def test_names_the_notebooks_call_on_charts_still_answer():
-    from labkit.report import text
-    assert charts.theory_saved is text.theory_saved and charts.delta_text is text.delta_text
+def test_charts_draw_figures_and_leave_words_to_report_text():
+    assert not hasattr(charts, "delta_text") and not hasattr(charts, "format_record")
 
 
 def _png_ok(path):
