@@ -6,6 +6,7 @@ other, so a measured figure cannot come from a formula, nor a prediction from a 
 from __future__ import annotations
 
 import datetime
+import os
 
 import labkit
 from labkit import theory
@@ -16,9 +17,13 @@ from labkit.shapes import resolve_shape
 
 
 def _theory(cfg: RunConfig, precision: str, device: dict, padding_mask: bool) -> dict:
+    """The theory for this run, told the device facts it needs like a data sheet: type, name, compute capability
+    and the cuBLAS workspace variables set in this process (they size the CUDA workspaces)."""
     shape = resolve_shape(cfg.model)
     gpu = device["name"] if device["type"] == "cuda" else None
-    out = theory.predict(shape, cfg, precision, padding_mask=padding_mask, gpu_name=gpu, device_type=device["type"])
+    blas_env = {k: os.environ[k] for k in theory.BLAS_ENV_VARS if k in os.environ}
+    out = theory.predict(shape, cfg, precision, padding_mask=padding_mask, gpu_name=gpu, device_type=device["type"],
+                         capability=device.get("capability"), blas_env=blas_env)
     if cfg.prepare_kbit:
         out["caveat"] = "prepare_kbit upcasts norms and embeddings to fp32; the theory does not model that"
     return out

@@ -107,3 +107,105 @@ def test_predict_returns_the_record_fields():
     assert theory.step_time_at_peak(1e12, None, "fp32") is None
     with pytest.raises(ValueError):
         theory.predict(PRESETS["tiny"].shape, RunConfig(), "auto")
+
+
+# ---- the peak ----------------------------------------------------------------------------------------------------
+MiB = 2 ** 20
+ALL7 = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def test_cublas_workspace_follows_torchs_rules():
+    assert theory.cublas_workspace_bytes((7, 5)) == 8 * MiB + 128 * 1024          # ":4096:2:16:8" (T4)
+    assert theory.cublas_workspace_bytes((8, 0)) == 8 * MiB + 128 * 1024          # A100
+    assert theory.cublas_workspace_bytes((9, 0)) == 32 * MiB                      # ":4096:8" (Hopper)
+    assert theory.cublas_workspace_bytes((7, 5), {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}) == 32 * MiB
+    assert theory.cublas_workspace_bytes((9, 0), {"CUBLAS_WORKSPACE_CONFIG": ":16:8"}) == 128 * 1024
+    assert theory.cublas_workspace_bytes((9, 0), {"CUBLAS_WORKSPACE_CONFIG": ":4096:2:16:8"}) == 8 * MiB + 128 * 1024
+    assert theory.cublas_workspace_bytes((9, 0), {"CUBLAS_WORKSPACE_CONFIG": "oops"}) == 32 * MiB   # default
+    assert theory.cublaslt_workspace_bytes((9, 0)) == MiB                                      # 1024 KiB
+    assert theory.cublaslt_workspace_bytes((9, 0), {"CUBLAS_WORKSPACE_CONFIG": ":16:8"}) == 128 * 1024   # capped
+    assert theory.cublaslt_workspace_bytes((9, 0), {"TORCH_CUBLASLT_UNIFIED_WORKSPACE": "1"}) == 0        # shared
+    assert theory.cublaslt_workspace_bytes(
+        (9, 0), {"CUBLASLT_WORKSPACE_SIZE": "65536", "TORCH_CUBLASLT_UNIFIED_WORKSPACE": "0"}) == 64 * MiB
+    assert theory.cuda_workspace_bytes("cuda", (9, 0)) == 2 * (32 + 1) * MiB     # two threads' handles
+    assert theory.cuda_workspace_bytes("cuda", [7, 5]) == 2 * (8 * MiB + 128 * 1024 + MiB)
+    assert theory.cuda_workspace_bytes("cpu", (9, 0)) == 0
+
+
+def test_the_allocator_counts_512_byte_blocks():
+    assert [theory.cuda_rounded(n) for n in (1, 4, 512, 513, 4096)] == [512, 512, 512, 1024, 4096]
+
+
+@pytest.mark.parametrize("preset", ["tiny", "llama-3.2-1b", "qwen2.5-0.5b", "llama-3.1-8b"])
+@pytest.mark.parametrize("optim", ["adamw", "paged_adamw_8bit"])
+@pytest.mark.parametrize("targets", [QKVO, ALL7])
+def test_resident_tensors_add_up_to_the_components(preset, optim, targets):
+    shape = PRESETS[preset].shape
+    cfg = RunConfig(model=preset, optim=optim, lora_targets=targets)
+    t = theory.resident_tensors(shape, cfg, "fp16")
+    w = theory.weight_bytes(shape, cfg, "fp16")
+    assert sum(t["quantized_weights"]) == w["quantized_weights"]
+    assert sum(t["unquantized_weights"]) == w["unquantized_weights"]
+    assert sum(t["lora"]) == sum(t["gradients"]) == theory.trainable_params(shape, cfg) * 4
+    assert sum(t["optimizer"]) + sum(t["outside_allocator"]) == theory.optimizer_bytes(shape, cfg)
+
+
+def test_paged_8bit_states_of_1e5_values_are_not_in_the_cuda_allocator():
+    shape = PRESETS["llama-3.1-8b"].shape                       # gate/up/down adapters: 16 × 14336 ≥ 1e5 values
+    cfg = RunConfig(model="llama-3.1-8b", lora_targets=ALL7)
+    cpu, _ = theory.resident_at_peak(shape, cfg, "fp16", "cpu")
+    cuda, _ = theory.resident_at_peak(shape, cfg, "fp16", "cuda")
+    paged = 32 * 3 * 2 * 16 * 14336                              # layers × adapters × 2 uint8 states × numel
+    assert cpu - cuda == paged
+    qkvo = cfg.replace(lora_targets=QKVO)                        # none that large: nothing paged
+    assert theory.resident_at_peak(shape, qkvo, "fp16", "cpu")[0] == theory.resident_at_peak(
+        shape, qkvo, "fp16", "cuda")[0]
+
+
+def test_peak_is_the_largest_phase_on_top_of_the_base():
+    shape = PRESETS["llama-3.2-1b"].shape
+    cfg = RunConfig(model="llama-3.2-1b", seq_len=512, micro_batch=2, grad_accum=4, gradient_checkpointing=True)
+    p = theory.predict_memory(shape, cfg, "fp16", True, "cuda", (9, 0))
+    base = sum(p["peak_breakdown"][k] for k in ("resident", "batch", "cuda_workspace", "allocator_rounding"))
+    assert p["peak"] == base + max(p["peak_phases"].values())
+    assert p["peak_phase"] == "loss_backward"
+    assert p["cuda_workspace"] == 66 * MiB
+    # the old rule added the logit buffers AND a recomputed layer; they never coexist
+    assert p["peak"] < (p["weights"] + p["lora"] + p["gradients"] + p["optimizer"] + p["activations"] + p["logits"]
+                        + p["logits_transient"] + p["recompute"])
+
+
+@pytest.mark.parametrize("gc,phase", [(True, "layer_backward"), (False, "final_norm_backward")])
+def test_small_vocabulary_peaks_in_the_layers(gc, phase):
+    cfg = RunConfig(seq_len=128, micro_batch=4, grad_accum=1, gradient_checkpointing=gc)
+    assert theory.predict_memory(PRESETS["tiny"].shape, cfg, "fp16", False)["peak_phase"] == phase
+
+
+@pytest.mark.parametrize("precision,per_logit", [("fp32", 16), ("bf16", 14), ("fp16", 14)])
+def test_loss_backward_holds_logits_log_softmax_and_two_fp32_gradients(precision, per_logit):
+    """out.logits (c) + saved log-softmax (4) + nll_loss_backward's and log_softmax_backward's gradients (4 + 4)."""
+    shape = PRESETS["llama-3.2-1b"].shape
+    cfg = RunConfig(model="llama-3.2-1b", seq_len=512, micro_batch=1)
+    loss = theory.peak_phases(shape, cfg, precision)["loss_backward"]
+    T, V = 512, shape.vocab
+    logit_sized = loss["logits"] + loss["loss_saved"] - (T * 8 + 4) + loss["logit_grads"]
+    assert logit_sized == per_logit * T * V
+
+
+def test_gradients_count_at_the_peak_from_the_second_micro_batch():
+    shape = PRESETS["llama-3.2-1b"].shape
+    one = RunConfig(model="llama-3.2-1b", seq_len=512, micro_batch=1, grad_accum=1)
+    four = one.replace(grad_accum=4)
+    grads = theory.trainable_params(shape, one) * 4
+    batch_diff = theory.batch_bytes(four) - theory.batch_bytes(one)
+    assert theory.predict_memory(shape, four, "fp16")["peak"] - theory.predict_memory(shape, one, "fp16")["peak"] \
+        == grads + batch_diff
+
+
+def test_fp32_recompute_does_not_count_the_checkpointed_input_twice():
+    shape = PRESETS["tiny"].shape
+    cfg = RunConfig(seq_len=64, micro_batch=2, gradient_checkpointing=True)
+    layer = theory._layer_saved(shape, cfg, "fp32", False, "cpu", first=False)
+    assert theory.recompute_bytes(shape, cfg, "fp32", False) == layer - 2 * 64 * shape.hidden * 4
+    assert theory.recompute_bytes(shape, cfg, "bf16", False) == theory._layer_saved(shape, cfg, "bf16", False, "cpu",
+                                                                                    first=False)

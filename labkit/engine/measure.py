@@ -200,3 +200,88 @@ def timed(device, into: list):
     if cuda_available(device):
         torch.cuda.synchronize(device)
     into.append(time.perf_counter() - t0)
+
+
+# ---- live tensor bytes during a step (a peak counter that also works on a CPU) ---------------------------------------
+class LiveTensorMeter:
+    """The peak of tensor bytes alive while the block runs, and what was running when it happened.
+
+    A CPU keeps no peak counter (`cuda_peaks` is None there), so this counts from the tensors themselves: a
+    `TorchDispatchMode` sees the outputs of every op (forward, backward, recomputation, optimizer); a storage is
+    counted when an op first returns it and uncounted when it is freed (a weakref finalizer on the storage: torch keeps
+    one Python object per live storage). Outputs that alias an input (views, in-place ops) add nothing.
+
+    What it does not see: storages that existed before the block (weights, optimizer state, the batch: add
+    `resident_bytes` for a total) and buffers a kernel allocates for itself without returning them (cuBLAS
+    workspaces, attention scratch). Sizes are `nbytes` as stored, before any allocator rounding.
+
+        with LiveTensorMeter() as live:
+            live.phase = "forward";  out = model(**batch)
+            live.phase = "backward"; out.loss.backward()
+        live.peak, live.peak_at     # bytes above the start, {"phase", "op", "node"} at that moment
+        live.peak_by_phase          # the highest count seen in each phase
+
+    In backward, "node" names the autograd node whose op made the peak (e.g. "LogSoftmaxBackward0").
+    """
+
+    def __init__(self):
+        self.phase = ""
+        self.live = 0
+        self.peak = 0
+        self.peak_at: dict = {}
+        self.peak_by_phase: dict[str, int] = {}
+        self._sizes: dict[tuple, int] = {}
+        self._mode = None
+
+    # bookkeeping ----------------------------------------------------------------------------------------------------
+    def _forget(self, key):
+        self.live -= self._sizes.pop(key, 0)
+
+    def _count(self, t: torch.Tensor, inputs: set, op_name: str):
+        if t.device.type == "meta" or t.is_sparse:
+            return
+        storage = t.untyped_storage()
+        key = (t.device.type, t.device.index, storage.data_ptr(), storage.nbytes())
+        if key in inputs or key in self._sizes or key[3] == 0:
+            return
+        import weakref
+
+        self._sizes[key] = key[3]
+        self.live += key[3]
+        weakref.finalize(storage, self._forget, key)
+        if self.live > self.peak_by_phase.get(self.phase, -1):
+            self.peak_by_phase[self.phase] = self.live
+        if self.live > self.peak:
+            node = torch._C._current_autograd_node()
+            self.peak = self.live
+            self.peak_at = {"phase": self.phase, "op": op_name, "node": type(node).__name__ if node else None}
+
+    # the dispatch mode ----------------------------------------------------------------------------------------------
+    def _mode_class(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_leaves
+
+        meter = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                inputs = {(a.device.type, a.device.index, a.untyped_storage().data_ptr(),
+                           a.untyped_storage().nbytes())
+                          for a in tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)
+                          and a.device.type != "meta" and not a.is_sparse}
+                for t in tree_leaves(out):
+                    if isinstance(t, torch.Tensor):
+                        meter._count(t, inputs, str(func))
+                return out
+
+        return _Mode
+
+    def __enter__(self):
+        self._mode = self._mode_class()()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)
+        return False
