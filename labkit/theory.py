@@ -16,7 +16,7 @@ checkpointing keeps in 16-bit, and far less than what a layer saves without it.
 How the peak was derived: backward finishes the loss and the head before it reaches any decoder layer, so the
 logit buffers and a (recomputed) layer never coexist. `peak_phases` lists what is alive at each candidate moment
 (forward end, loss backward, final-norm backward, a layer's MLP backward, an MLP adapter's forward), read op by
-op and checked on a CPU with `labkit.measure.LiveTensorMeter` (tests/test_theory_vs_measured.py); the peak is the
+op and checked on a CPU with `labkit.engine.measure.LiveTensorMeter` (tests/test_theory_vs_measured.py); the peak is the
 largest, on top of the resident state, the batch and — on CUDA only — the cuBLAS workspaces and the allocator's
 512-byte rounding (`cuda_workspace_bytes`, `cuda_rounded`), checked against H100 records
 (benchmarks/peak_theory_table.py).
@@ -247,7 +247,7 @@ def logits_saved(shape: ModelShape, cfg: RunConfig) -> int:
 def logits_transient(shape: ModelShape, cfg: RunConfig, precision: str) -> int:
     """Logit-sized buffers alive in the loss backward besides the saved log-softmax (op by op, see `peak_phases`):
     the lm_head output in the compute dtype (T·V·c), which the runner's `out` holds until backward ends
-    (`labkit.runner.forward_backward` keeps `out` alive, so `out.logits` does), plus two fp32 gradients:
+    (`labkit.engine.runner.forward_backward` keeps `out` alive, so `out.logits` does), plus two fp32 gradients:
     nll_loss_backward's (T·V·4, `at::zeros_like` then a scatter) and log_softmax_backward's result (T·V·4), both
     alive while the latter is computed. In fp32 `logits.float()` returns the lm_head output itself, so nothing else
     is logit-sized; with c < 4 the fp32 upcast is freed after the forward (ToCopyBackward saves nothing)."""
@@ -422,7 +422,7 @@ def resident_at_peak(shape: ModelShape, cfg: RunConfig, precision: str, device_t
 # ---------------------------------------------------------------------------------------------------------------
 def batch_bytes(cfg: RunConfig) -> int:
     """The runner moves every micro-batch of a step to the device before the step starts: input_ids,
-    attention_mask and labels, int64, (b, s) each (`labkit.runner.measure_run`)."""
+    attention_mask and labels, int64, (b, s) each (`labkit.engine.runner.measure_run`)."""
     return cfg.grad_accum * 3 * cfg.micro_batch * cfg.seq_len * 8
 
 
@@ -492,7 +492,7 @@ def _layer_backward(shape, cfg, precision, padding_mask, device_type, layer: int
     """Bytes alive (besides resident state and the held logits) at the busiest moment of layer `layer`'s backward,
     which is around its MLP (i > h in every Llama-family model, so the MLP's T·i tensors dominate).
 
-    Read op by op (verified with `labkit.measure.LiveTensorMeter` on a CPU):
+    Read op by op (verified with `labkit.engine.measure.LiveTensorMeter` on a CPU):
       stored      what is still kept for the layers below: without checkpointing their saved activations
                   (+ RoPE tables); with it their inputs (layer+1)·T·h·c + the shared checkpoint inputs;
       recompute   with checkpointing, this layer's activations recomputed (`recompute_bytes`), layer 0's as

@@ -102,9 +102,9 @@ PHASE_NODES = {   # autograd node running at each theory phase (None: in the for
 def measured_peak_on_cpu(cfg: RunConfig, precision: str) -> tuple[int, dict, bool]:
     """One warm-up optimizer step (so the optimizer state exists, as in the GPU records' later steps), then one
     metered step through the runner's own forward_backward: (resident + batch + live peak, where, padding?)."""
-    from labkit import data, measure
-    from labkit.models import load_model, tokenizer_for
-    from labkit.runner import forward_backward, label_tokens, make_optimizer
+    from labkit.engine import data, measure
+    from labkit.engine.models import load_model, tokenizer_for
+    from labkit.engine.runner import forward_backward, label_tokens, make_optimizer
 
     model, src = load_model(cfg, precision, "cpu", "random")
     stream = data.batches(tokenizer_for(src), data.course_texts(), cfg.seq_len, cfg.micro_batch, cfg.pad_to_seq_len,
