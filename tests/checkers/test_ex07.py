@@ -86,6 +86,8 @@ def test_reference_fit_keeps_the_effective_batch_and_fits():
         got = reference_fit(cfg, budget)
         if got is not None:
             assert got.effective_batch == cfg.effective_batch and E.theory_peak(got) <= budget
-    # the discussion prompt: 8B at 4 × 8 does not fit a T4; micro-batch 1 × 32 does
+    # the discussion prompt: 8B at 4 × 8 does not fit a T4; micro-batch 2 × 16 does (theory peak ≈ 13.4 GiB under
+    # the 14.25 GiB budget, since the peak counts the largest phase, not the logits and a recomputed layer together)
     prompt = RunConfig(model="llama-3.1-8b", micro_batch=4, seq_len=2048, grad_accum=8)
-    assert reference_fit(prompt, FIT_CASES[0][2]) == prompt.replace(micro_batch=1, grad_accum=32)
+    assert E.theory_peak(prompt) > FIT_CASES[0][2]
+    assert reference_fit(prompt, FIT_CASES[0][2]) == prompt.replace(micro_batch=2, grad_accum=16)
