@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from labkit import theory
+from labkit.theory.activations import _layer_saved as layer_saved
 from labkit.config import RunConfig
 from labkit.shapes import PRESETS, ModelShape
 
@@ -205,7 +206,7 @@ def test_gradients_count_at_the_peak_from_the_second_micro_batch():
 def test_fp32_recompute_does_not_count_the_checkpointed_input_twice():
     shape = PRESETS["tiny"].shape
     cfg = RunConfig(seq_len=64, micro_batch=2, gradient_checkpointing=True)
-    layer = theory._layer_saved(shape, cfg, "fp32", False, "cpu", first=False)
+    layer = layer_saved(shape, cfg, "fp32", False, "cpu", first=False)
     assert theory.recompute_bytes(shape, cfg, "fp32", False) == layer - 2 * 64 * shape.hidden * 4
-    assert theory.recompute_bytes(shape, cfg, "bf16", False) == theory._layer_saved(shape, cfg, "bf16", False, "cpu",
+    assert theory.recompute_bytes(shape, cfg, "bf16", False) == layer_saved(shape, cfg, "bf16", False, "cpu",
                                                                                     first=False)
