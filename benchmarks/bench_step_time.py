@@ -21,8 +21,9 @@ import torch
 from labkit.engine import data
 from labkit.config import RunConfig, resolve_precision
 from labkit.engine.models import load_model, tokenizer_for
-from labkit.engine.runner import (device_summary, forward_backward, free_memory, label_tokens, make_optimizer,
-                           make_scheduler, measure_run, pick_device)
+from labkit.engine.runner import (forward_backward, free_memory, label_tokens, make_optimizer, make_scheduler,
+                                  measure_run)
+from labkit.engine.device import device_summary, pick_device
 from labkit.engine.trainer import train_with_trainer
 
 

@@ -12,7 +12,8 @@ import labkit
 from labkit import theory
 from labkit.config import RunConfig, rule_warnings
 from labkit.record import RunRecord, build
-from labkit.engine.runner import measure_run, run_setup
+from labkit.engine.runner import measure_run
+from labkit.engine.device import run_setup
 from labkit.shapes import resolve_shape
 
 

@@ -15,8 +15,9 @@ import torch
 from labkit.engine import data, measure
 from labkit.config import RunConfig
 from labkit.engine.models import load_model, tokenizer_for
-from labkit.engine.runner import (SimulatedOOM, budget_labels, check_budget, forward_backward, free_memory,
-                           is_cpu_allocation_failure, label_tokens, release_failure, run_setup)
+from labkit.engine.runner import (SimulatedOOM, check_budget, forward_backward, free_memory,
+                                  is_cpu_allocation_failure, label_tokens, release_failure)
+from labkit.engine.device import budget_labels, run_setup
 
 
 def search_largest(fits, lo: int = 1, hi: int = 64) -> tuple[int | None, list[tuple[int, bool]]]:

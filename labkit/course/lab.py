@@ -44,7 +44,7 @@ class Lab(LabController, LabView):
 
     def __init__(self, model: str | None = None, device: str | None = None, steps: int = 3, warmup: int = 1,
                  base: RunConfig | None = None, weights: str = "auto", runner=None, reference: str | None = None):
-        from labkit.engine.runner import device_summary, pick_device
+        from labkit.engine.device import device_summary, pick_device
 
         device = pick_device(device)
         self._start(device, steps, warmup, weights, runner)                  # the controller's state first …

@@ -19,8 +19,8 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from labkit.engine import data, measure
 from labkit.config import RunConfig
 from labkit.engine.models import NON_REENTRANT, load_model, tokenizer_for
-from labkit.engine.runner import (SimulatedOOM, free_memory, held_before, is_cpu_allocation_failure, release_failure,
-                           run_setup)
+from labkit.engine.runner import SimulatedOOM, free_memory, held_before, is_cpu_allocation_failure, release_failure
+from labkit.engine.device import run_setup
 
 OPTIM_NAMES = {"adamw": "adamw_torch", "paged_adamw_8bit": "paged_adamw_8bit"}
 

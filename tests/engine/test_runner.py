@@ -110,21 +110,6 @@ def test_accumulated_gradients_equal_the_big_batch():
     assert max((a - b).abs().max().item() for a, b in zip(g_big, g_naive)) > 1e-4
 
 
-def test_a_gpu_budget_is_refused_and_the_t4_profile_labels_runs(monkeypatch):
-    from labkit.engine import hardware
-    cuda = {"type": "cuda", "name": "NVIDIA H100 80GB HBM3", "capability": [9, 0], "total_memory": 85 * 2 ** 30}
-    monkeypatch.setattr(runner, "pick_device", lambda d=None: "cuda")
-    monkeypatch.setattr(runner, "device_summary", lambda d: cuda)
-    with pytest.raises(ValueError, match="on a GPU the real limit applies"):
-        runner.measure_run(RunConfig(**SMALL, memory_budget_gb=1), steps=1, warmup=0)
-    assert runner.run_precision(RunConfig(), cuda) == "bf16" and runner.device_labels(cuda) == []
-    monkeypatch.setattr(hardware, "_T4_PROFILE", True)
-    assert runner.run_precision(RunConfig(), cuda) == "fp16"          # as a T4 would
-    assert runner.device_labels(cuda) == ["t4-profile"]
-    with pytest.raises(ValueError, match="not native"):
-        runner.run_precision(RunConfig(precision="bf16"), cuda)
-
-
 def test_optimizer_and_schedule_step_once_per_accumulation_cycle(monkeypatch):
     """3 optimizer steps × 4 micro-batches: 12 forward/backward passes, 3 optimizer and scheduler steps."""
     counts = {"fb": 0, "opt": 0, "sched": 0}
