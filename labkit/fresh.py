@@ -20,7 +20,7 @@ import os
 import subprocess
 import sys
 
-from labkit.cli import argv_for
+from labkit.flags import argv_for
 from labkit.config import RunConfig
 
 ALLOC_CONF_VARS = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")   # torch ≥ 2.9 reads the second name too

@@ -6,7 +6,7 @@ cannot come from a formula, nor a prediction from a measurement. Beyond that, ev
     layer 0  config, shapes, units, record           what everything shares
     layer 1  theory | engine/ | report/               three rooms that never import each other
     layer 2  experiment, search, sweeps               runs with their theory; grids; the largest micro-batch
-    layer 3  course/, checkers/, cli, fresh           what people use: lessons, the lab, exercises, the shell
+    layer 3  course/, checkers/, cli, flags, fresh    what people use: lessons, the lab, exercises, the shell
 
 and no learner notebook imports the checkers' reference answers.
 """
@@ -23,7 +23,7 @@ LAYERS = [
     {"config", "shapes", "units", "record"},
     {"theory", "engine", "report"},
     {"experiment", "search", "sweeps"},
-    {"course", "checkers", "cli", "fresh", "__main__"},
+    {"course", "checkers", "cli", "flags", "fresh", "__main__"},
 ]
 WALLED = {"theory", "engine", "report"}               # layer 1: none of these imports another
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from labkit import cli
+from labkit import cli, flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "LABKIT_OFFLINE": "1", "MPLBACKEND": "Agg",
@@ -289,19 +289,19 @@ def test_run_one_step_for_real_says_the_time_includes_the_first_step():
 
 # ---- a RunConfig back to flags ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("cfg", [
-    cli.RunConfig(),
-    cli.RunConfig(model="llama-3.2-1b", seq_len=512, micro_batch=3, grad_accum=1, pad_to_seq_len=False,
+    flags.RunConfig(),
+    flags.RunConfig(model="llama-3.2-1b", seq_len=512, micro_batch=3, grad_accum=1, pad_to_seq_len=False,
                   gradient_checkpointing=False, precision="fp16", lora_targets=("q_proj", "v_proj"), lora_alpha=0.5,
                   lora_dropout=0.0, optim="adamw", learning_rate=1e-4, eval_micro_batch=3, memory_budget_gb=0.25,
                   seed=7, quant="none", lora_r=8, num_gpus=2),
 ], ids=["defaults", "every-flag"])
 def test_argv_for_round_trips_through_the_parser(cfg):
-    argv = cli.argv_for(cfg)
+    argv = flags.argv_for(cfg)
     args = cli.build_parser().parse_args(["run"] + argv)
-    assert cli.config_from_args(args) == cfg
-    assert (argv == []) == (cfg == cli.RunConfig())
+    assert flags.config_from_args(args) == cfg
+    assert (argv == []) == (cfg == flags.RunConfig())
 
 
 def test_argv_for_refuses_what_the_command_line_cannot_set():
     with pytest.raises(ValueError, match="prepare_kbit"):
-        cli.argv_for(cli.RunConfig(prepare_kbit=True))
+        flags.argv_for(flags.RunConfig(prepare_kbit=True))

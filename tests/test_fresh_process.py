@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from labkit import cli, fresh
+from labkit import cli, flags, fresh
 from labkit.engine import data
 from labkit.course import fragmentation
 from labkit.config import RunConfig
@@ -27,11 +27,11 @@ def test_run_command_is_labkit_run_json_with_the_config_flags():
     assert argv[argv.index("--steps") + 1] == "30" and argv[argv.index("--pad") + 1] == "off"
     assert "--t4-profile" in argv and "--warmup" not in argv           # the CLI's default warm-up applies
     args = cli.build_parser().parse_args(argv[3:])
-    assert cli.config_from_args(args) == cfg and args.weights == "random" and args.t4_profile
+    assert flags.config_from_args(args) == cfg and args.weights == "random" and args.t4_profile
     assert "--t4-profile" not in fresh.run_command(cfg, steps=2)
     search = fresh.search_command(cfg, lo=1, hi=32, weights="random", t4_profile=True)
     args = cli.build_parser().parse_args(search[3:])
-    assert args.command == "search" and (args.min, args.max) == (1, 32) and cli.config_from_args(args) == cfg
+    assert args.command == "search" and (args.min, args.max) == (1, 32) and flags.config_from_args(args) == cfg
 
 
 def test_child_env_sets_the_allocator_in_the_child_only(monkeypatch):
