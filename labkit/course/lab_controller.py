@@ -52,11 +52,8 @@ class LabController:
                               f"to see its record, or choose '{LIVE}' under 'results from' (panel.use_live()) "
                               "to run here")
             return None
-        try:
-            self.set(**values)
-            cfg = self.config()
-        except ValueError as e:
-            self._say("error", f"settings rejected: {e}")
+        cfg = self._config_with(values)
+        if cfg is None:
             return None
         record = self._run_busy(cfg)
         if record is None:
@@ -64,6 +61,15 @@ class LabController:
         self._show_outcome(record.get("status"))
         self._add(record, source="run")
         return record
+
+    def _config_with(self, values: dict):
+        """Set the given controls and read the config back; None, with the reason said, if a value is refused."""
+        try:
+            self.set(**values)
+            return self.config()
+        except ValueError as e:
+            self._say("error", f"settings rejected: {e}")
+            return None
 
     def _run_busy(self, cfg):
         """The run itself, with the panel busy: the record, or None with a message saying why there is none."""
@@ -122,11 +128,8 @@ class LabController:
             self._say("info", "choose a reference set first, under 'results from' (or panel.use_reference(name)); "
                               f"recorded sets: {', '.join(reference_sets()) or 'none'}")
             return None
-        try:
-            self.set(**values)
-            cfg = self.config()
-        except ValueError as e:
-            self._say("error", f"settings rejected: {e}")
+        cfg = self._config_with(values)
+        if cfg is None:
             return None
         found = [r for r in self.reference_pool if matches(r, cfg)]
         if not found:
