@@ -10,13 +10,11 @@ resident + saved bytes: a simulated OOM, labelled so.
 """
 from __future__ import annotations
 
-import torch
-
 from labkit.engine import data, measure
 from labkit.config import RunConfig
 from labkit.engine.models import load_model, tokenizer_for
-from labkit.engine.runner import (SimulatedOOM, check_budget, forward_backward, free_memory,
-                                  is_cpu_allocation_failure, label_tokens, release_failure)
+from labkit.engine.runner import (check_budget, forward_backward, free_memory, is_out_of_memory, label_tokens,
+                                  release_failure)
 from labkit.engine.device import budget_labels, run_setup
 
 
@@ -84,7 +82,7 @@ def largest_micro_batch(cfg: RunConfig, lo: int = 1, hi: int = 64, device: str |
             return True
         except BaseException as e:
             release_failure(e)                     # the failed probe's activations and graph go with its frames
-            if isinstance(e, (torch.OutOfMemoryError, SimulatedOOM)) or is_cpu_allocation_failure(e):
+            if is_out_of_memory(e):
                 entry["status"], entry["error"] = "oom", str(e).splitlines()[0]
                 return False
             raise                                  # not a memory failure: the search ends, holding nothing

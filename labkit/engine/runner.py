@@ -66,9 +66,23 @@ def release_failure(exc: BaseException | None) -> None:
         exc = exc.__cause__ or exc.__context__
 
 
-def is_cpu_allocation_failure(exc: BaseException) -> bool:
-    """A CPU out-of-memory: torch raises a RuntimeError from its default CPU allocator, not OutOfMemoryError."""
-    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A CUDA OOM, a CPU run over its declared budget (simulated), or a CPU allocation failure (torch raises that
+    as a RuntimeError from its default CPU allocator, not as OutOfMemoryError)."""
+    return isinstance(exc, (torch.OutOfMemoryError, SimulatedOOM)) or \
+        (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+
+
+def record_failure(result: dict, exc: Exception) -> None:
+    """A failed run as a result: status "oom" (labelled "simulated-oom" when a CPU budget declared it) or "error"
+    with its first line, and for an error the traceback's last frames. Call it inside the `except` block."""
+    if is_out_of_memory(exc):
+        result["status"], result["error"] = "oom", str(exc).splitlines()[0]
+        if isinstance(exc, SimulatedOOM):
+            result["labels"].append("simulated-oom")
+    else:
+        result["status"], result["error"] = "error", f"{type(exc).__name__}: {exc}".splitlines()[0]
+        result["traceback"] = traceback.format_exc(limit=4)
 
 
 def held_before(device: str) -> dict:
@@ -173,24 +187,11 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
     scope = types.SimpleNamespace()          # everything the run allocates hangs here, so one line drops it all
     try:
         _steps(cfg, steps, warmup, device, dev, precision, weights, progress, on_step, result, scope)
-    except torch.OutOfMemoryError as e:
-        result["status"], result["error"] = "oom", str(e).splitlines()[0]
+    except BaseException as e:               # a failed run is a result, not a dead kernel
         release_failure(e)
-    except SimulatedOOM as e:
-        result["status"], result["error"] = "oom", str(e)
-        result["labels"].append("simulated-oom")
-        release_failure(e)
-    except Exception as e:  # noqa: BLE001 — a failed run is a result, not a dead kernel
-        if is_cpu_allocation_failure(e):
-            result["status"], result["error"] = "oom", str(e).splitlines()[0]
-        else:
-            result["status"] = "error"
-            result["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
-            result["traceback"] = traceback.format_exc(limit=4)
-        release_failure(e)
-    except BaseException as e:               # KeyboardInterrupt: free what the run held, then stop as asked
-        release_failure(e)
-        raise
+        if not isinstance(e, Exception):      # KeyboardInterrupt: free what the run held (below), then stop as asked
+            raise
+        record_failure(result, e)
     finally:
         bar = getattr(scope, "bar", None)
         if bar is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import traceback
 import types
 
 import torch
@@ -19,7 +18,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from labkit.engine import data, measure
 from labkit.config import RunConfig
 from labkit.engine.models import NON_REENTRANT, load_model, tokenizer_for
-from labkit.engine.runner import SimulatedOOM, free_memory, held_before, is_cpu_allocation_failure, release_failure
+from labkit.engine.runner import free_memory, held_before, record_failure, release_failure
 from labkit.engine.device import run_setup
 
 OPTIM_NAMES = {"adamw": "adamw_torch", "paged_adamw_8bit": "paged_adamw_8bit"}
@@ -150,11 +149,7 @@ def train_with_trainer(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: 
         release_failure(e)
         if not isinstance(e, Exception):      # KeyboardInterrupt: freed below, then stop as asked
             raise
-        oom = isinstance(e, (torch.OutOfMemoryError, SimulatedOOM)) or is_cpu_allocation_failure(e)
-        result["status"] = "oom" if oom else "error"
-        result["error"] = (str(e) if oom else f"{type(e).__name__}: {e}").splitlines()[0]
-        if not oom:
-            result["traceback"] = traceback.format_exc(limit=4)
+        record_failure(result, e)
         return result
     finally:
         forget_optimizer_overrides(getattr(scope, "model", None))
