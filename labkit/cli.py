@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import sys
 
 from labkit.flags import (PROG, Parser, UsageError, add_config_options, check_configs, config_from_args,
@@ -117,14 +116,11 @@ def cmd_sweep(args) -> int:
     _check_steps(args)
     _apply_t4_profile(args)
     check_configs(configs)
-    for path in (args.out, args.plot):          # fail before the runs, not after them
-        folder = os.path.dirname(os.path.abspath(path)) if path else None
-        if folder and path == args.out:
-            os.makedirs(folder, exist_ok=True)
-        elif folder and not os.path.isdir(folder):
-            raise UsageError(f"--plot {path}: folder {folder} does not exist")
+    from labkit.sweeps import check_output_path, check_plot_path, run_sweep
+    check_output_path(args.out, "--out")        # fail before the runs, not after them (ValueError → exit 2)
+    if args.plot:
+        check_plot_path(args.plot, "--plot")
     from labkit.experiment import run
-    from labkit.sweeps import run_sweep
     runner = functools.partial(run, weights=args.weights)
     records = run_sweep(configs, args.out, steps=args.steps, warmup=args.warmup, resume=not args.no_resume,
                         progress=True, runner=runner)

@@ -241,5 +241,9 @@ def read_jsonl(path, repair: bool = False) -> list[RunRecord]:
         if not isinstance(obj, dict) or not isinstance(obj.get("config"), dict):
             warnings.warn(f"{path}: ignoring line {n}: JSON, but not a run record (no config)", stacklevel=2)
             continue
-        records.append(RunRecord.from_dict(obj))
+        try:
+            records.append(RunRecord.from_dict(obj))
+        except (TypeError, ValueError, AttributeError) as e:   # e.g. "measured": 5 — a part that is not an object
+            warnings.warn(f"{path}: ignoring line {n}: JSON, but not a run record ({type(e).__name__}: {e})",
+                          stacklevel=2)
     return records

@@ -163,3 +163,192 @@ def test_resume_does_not_replay_runs_made_with_other_settings(tmp_path):
     assert len(calls) == 2                                   # same settings: replayed from the file
     run_sweep(configs, out, steps=3, warmup=1, progress=False, runner=fake_runner(calls))
     assert len(calls) == 4                                   # more steps: run again, not replayed
+
+
+# ---- lines that are not records: skipped with a warning, left in the file ------------------------------------------
+def test_resume_skips_lines_that_are_not_records_and_keeps_them(tmp_path):
+    out = tmp_path / "s.jsonl"
+    configs = grid(BASE, {"micro_batch": [1, 2]})
+    calls = []
+    run_sweep(configs[:1], out, steps=1, warmup=0, progress=False, runner=fake_runner(calls))
+    finished = out.read_text()
+    stray = ['123', '{"status": "ok"}', '', '{"config": {"model": "ti', '[1, 2]', '{"config": {}, "measured": 5}']
+    out.write_text("\n".join(stray) + "\n" + finished)                # a record after six lines of debris
+    before = out.read_bytes()
+    with pytest.warns(UserWarning) as caught:
+        records = run_sweep(configs, out, steps=1, warmup=0, progress=False, runner=fake_runner(calls))
+    said = " | ".join(str(w.message) for w in caught)
+    for n in (1, 2, 4, 5, 6):                                         # the blank line 3 is not worth a word
+        assert f"line {n}" in said
+    assert "line 3" not in said
+    assert calls == [c.key() for c in configs]                        # mb 1 replayed from line 7, mb 2 run
+    assert [r["config"]["micro_batch"] for r in records] == [1, 2]
+    after = out.read_bytes()
+    assert after.startswith(before)                                   # nothing rewritten, nothing dropped
+    assert len(after.splitlines()) == len(before.splitlines()) + 1    # one record appended
+    with pytest.warns(UserWarning):
+        assert [r["config"]["micro_batch"] for r in load_records(out)] == [1, 2]
+
+
+def test_a_record_with_an_odd_run_field_is_not_replayed(tmp_path):
+    out = tmp_path / "s.jsonl"
+    cfg = BASE.replace(micro_batch=1)
+    out.write_text(json.dumps({"config": cfg.to_dict(), "status": "ok", "run": 5}) + "\n")
+    calls = []
+    run_sweep([cfg], out, steps=1, warmup=0, progress=False, runner=fake_runner(calls))
+    assert calls == [cfg.key()]                       # "run": 5 says nothing about the steps: run it again
+
+
+# ---- one writer at a time ---------------------------------------------------------------------------------------
+HOLD_SCRIPT = textwrap.dedent("""
+    import os, sys, time
+    from labkit.config import RunConfig
+    from labkit.sweeps import run_sweep
+    out, go = sys.argv[1], sys.argv[2]
+
+    def runner(cfg, steps, warmup):
+        while not os.path.exists(go):             # hold the lock until the parent says go
+            time.sleep(0.02)
+        return {"config": cfg.to_dict(), "status": "ok"}
+
+    run_sweep([RunConfig(model="tiny", seq_len=64, precision="fp32")], out, steps=1, warmup=0, progress=False,
+              runner=runner)
+""")
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def test_a_second_sweep_on_the_same_file_is_refused(tmp_path, capsys):
+    from labkit import cli
+    from labkit.sweeps import SweepFileBusy, lock_path
+    out, go = tmp_path / "s.jsonl", tmp_path / "go"
+    lock = lock_path(out)
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_SCRIPT, str(out), str(go)], env=_env())
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(lock):
+            assert proc.poll() is None, "the first sweep ended before it took the lock"
+            assert time.monotonic() < deadline, "no lock within 60 s"
+            time.sleep(0.02)
+        holder = json.loads(open(lock).read())
+        assert holder["pid"] == proc.pid
+
+        calls = []
+        with pytest.raises(SweepFileBusy, match=f"pid {proc.pid}") as refused:
+            run_sweep(grid(BASE, {"micro_batch": [1, 2]}), out, progress=False, runner=fake_runner(calls))
+        assert isinstance(refused.value, ValueError) and lock in str(refused.value)
+        assert calls == [] and not out.exists()                       # nothing ran, nothing was written
+
+        assert cli.main(["sweep", "--out", str(out), "--micro-batch", "1,2", "--seq-len", "64"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("labkit: error: ") and err.count("\n") == 1
+        assert f"pid {proc.pid}" in err and lock in err
+        assert os.path.exists(lock) and json.loads(open(lock).read())["pid"] == proc.pid   # theirs, untouched
+
+        go.touch()
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not os.path.exists(lock)                                   # released by its owner
+    assert len(load_records(out)) == 1
+
+
+def test_a_stale_lock_is_taken_over_with_a_warning(tmp_path):
+    import socket
+    from labkit.sweeps import lock_path
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)                                       # a process that has ended (and been reaped)
+    out = tmp_path / "s.jsonl"
+    with open(lock_path(out), "w") as f:
+        json.dump({"pid": dead_pid, "host": socket.gethostname(), "since": "earlier"}, f)
+    calls = []
+    with pytest.warns(UserWarning, match=f"pid {dead_pid}, which no longer runs"):
+        run_sweep([BASE], out, progress=False, runner=fake_runner(calls))
+    assert len(calls) == 1 and len(load_records(out)) == 1
+    assert not os.path.exists(lock_path(out))
+
+
+def test_a_lock_from_another_machine_is_not_taken_over(tmp_path):
+    from labkit.sweeps import SweepFileBusy, lock_path
+    out = tmp_path / "s.jsonl"
+    with open(lock_path(out), "w") as f:
+        json.dump({"pid": 1, "host": "some-other-host", "since": "earlier"}, f)
+    with pytest.raises(SweepFileBusy, match="pid 1 on host some-other-host"):
+        run_sweep([BASE], out, progress=False, runner=fake_runner([]))
+    assert os.path.exists(lock_path(out))                             # whose it is cannot be told from here
+
+
+def test_the_lock_is_released_after_failed_runs_and_ctrl_c(tmp_path):
+    from labkit.sweeps import lock_path
+    out = tmp_path / "s.jsonl"
+
+    def broken(cfg, steps, warmup):
+        raise RuntimeError("driver hiccup")
+    with pytest.warns(UserWarning, match="driver hiccup"):
+        run_sweep([BASE], out, progress=False, runner=broken)
+    assert not os.path.exists(lock_path(out))
+
+    def interrupted(cfg, steps, warmup):
+        assert os.path.exists(lock_path(out))                         # held while the run is in flight
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep([BASE.replace(micro_batch=1)], out, progress=False, runner=interrupted)
+    assert not os.path.exists(lock_path(out))
+
+
+# ---- paths checked before the first run ------------------------------------------------------------------------
+def _no_runs(cfg, steps, warmup, **kw):
+    raise AssertionError("a run started although the output path was bad")
+
+
+def test_bad_output_paths_are_refused_before_any_run(tmp_path):
+    with pytest.raises(ValueError, match="is a folder"):
+        run_sweep([BASE], tmp_path, progress=False, runner=_no_runs)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        run_sweep([BASE], a_file / "runs" / "s.jsonl", progress=False, runner=_no_runs)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write anywhere")
+def test_an_unwritable_folder_is_refused_before_any_run(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(ValueError, match="not writable"):
+        run_sweep([BASE], locked / "new" / "s.jsonl", progress=False, runner=_no_runs)
+
+
+@pytest.mark.parametrize("plot, words", [
+    ("chart.txt", "matplotlib cannot write .txt files"),
+    ("chart", "no file type"),
+    ("missing/chart.png", "does not exist"),
+    (".", "is a folder"),
+])
+def test_cli_checks_the_plot_before_any_run(plot, words, tmp_path, monkeypatch, capsys):
+    import labkit.experiment
+    from labkit import cli
+    monkeypatch.setattr(labkit.experiment, "run", _no_runs)
+    out = tmp_path / "runs" / "s.jsonl"
+    assert cli.main(["sweep", "--out", str(out), "--plot", str(tmp_path / plot), "--micro-batch", "1,2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("labkit: error: --plot ") and words in err and err.count("\n") == 1
+    assert not out.exists() and not out.parent.exists()               # nothing ran, nothing was made
+
+
+def test_cli_refuses_a_folder_as_out(tmp_path, monkeypatch, capsys):
+    import labkit.experiment
+    from labkit import cli
+    monkeypatch.setattr(labkit.experiment, "run", _no_runs)
+    assert cli.main(["sweep", "--out", str(tmp_path), "--micro-batch", "1,2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("labkit: error: --out ") and "is a folder" in err
+
+
+def test_every_plot_format_matplotlib_lists_is_accepted(tmp_path):
+    from labkit.sweeps import check_plot_path, plot_formats
+    assert {"png", "svg", "pdf"} <= set(plot_formats())
+    for kind in ("png", "PNG", "svg", "pdf"):
+        check_plot_path(tmp_path / f"chart.{kind}")
