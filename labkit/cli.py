@@ -138,8 +138,13 @@ def cmd_search(args) -> int:
         raise UsageError(f"--max {args.max} is below --min {args.min}")
     _apply_t4_profile(args)
     check_configs([cfg])
-    from labkit.search import largest_micro_batch
-    out = largest_micro_batch(cfg, lo=args.min, hi=args.max, weights=args.weights)
+    from labkit.search import largest_micro_batch, stopped_text
+    out = largest_micro_batch(cfg, lo=args.min, hi=args.max, weights=args.weights, on_error="return")
+    if out["status"] == "error":                # a failure that is not an OOM: one line, the tries so far, exit 1
+        if args.json:
+            print(json.dumps(out))
+        print(f"{PROG}: {stopped_text(out)}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(out))
         return 0
