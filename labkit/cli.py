@@ -24,6 +24,9 @@ import sys
 from labkit.flags import (PROG, Parser, UsageError, add_config_options, check_configs, config_from_args,
                           configs_from_sweep_args)
 from labkit.report.text import format_record, format_search, format_sweep
+from labkit.engine.notices import send_notes_to
+
+send_notes_to("stderr")     # stdout carries tables and JSON: a library's calm notes go beside the progress bars
 
 # ---- commands ------------------------------------------------------------------------------------------------------
 def _exit_code(records) -> int:
