@@ -16,6 +16,7 @@ from labkit.engine.models import load_model, tokenizer_for
 from labkit.engine.runner import (check_budget, forward_backward, free_memory, is_out_of_memory, label_tokens,
                                   release_failure)
 from labkit.engine.device import budget_labels, run_setup
+from labkit.shapes import warn_fit
 
 
 def search_largest(fits, lo: int = 1, hi: int = 64) -> tuple[int | None, list[tuple[int, bool]]]:
@@ -54,6 +55,7 @@ def largest_micro_batch(cfg: RunConfig, lo: int = 1, hi: int = 64, device: str |
                         weights: str = "auto") -> dict:
     """Search the largest micro-batch for this config. Returns {"best", "trail", "labels", "device"}; each trail
     entry: {"micro_batch", "status" ("ok"/"oom"), "peak_allocated_bytes", "saved_activation_bytes", "error"}."""
+    warn_fit(cfg, stacklevel=2)                # seq_len beyond the positions, a rank above a layer's: advice
     device, dev, precision, labels = run_setup(cfg, device)
     labels += budget_labels(cfg, dev)
     model, src = load_model(cfg, precision, device, weights)
