@@ -114,10 +114,6 @@ COUNTS = {"seq_len": 8, "micro_batch": 1, "grad_accum": 1, "num_gpus": 1, "lora_
 CHOICES = {"precision": PRECISIONS, "quant": QUANTS, "optim": OPTIMIZERS}
 
 
-def _kind(value) -> str:
-    return "a string" if isinstance(value, str) else f"a {type(value).__name__}"
-
-
 def is_count(value) -> bool:
     """An integer that is not a bool (True is not the micro-batch 1); numpy integers count."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -128,22 +124,23 @@ def _positive_int(name: str, value, minimum: int = 1):
         hint = ""
         if isinstance(value, float) and math.isfinite(value) and value.is_integer():
             hint = f" (a float: counts are whole numbers, write {int(value)})"
-        elif not is_count(value) and not isinstance(value, (int, float)):
-            hint = f" ({_kind(value)})"
+        elif isinstance(value, str):
+            hint = " (a string)"
         raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}{hint}")
 
 
 def _switch(name: str, value):
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r} ({_kind(value)}"
-                         + ("; a word is not a switch" if isinstance(value, str) else "") + ")")
+        why = ("a word is not a switch" if isinstance(value, str) else
+               "a number is not a switch" if isinstance(value, numbers.Number) else None)
+        raise ValueError(f"{name} must be True or False, got {value!r}" + (f" ({why})" if why else ""))
 
 
 def _positive_number(name: str, value):
     if (isinstance(value, bool) or not isinstance(value, numbers.Real)
             or not math.isfinite(value) or not value > 0):
-        raise ValueError(f"{name} must be > 0 and finite, got {value!r}"
-                         + (f" ({_kind(value)})" if not isinstance(value, numbers.Real) else ""))
+        raise ValueError(f"{name} must be > 0 and finite, got {value!r}" + (" (a string)" if isinstance(value, str)
+                                                                              else ""))
 
 
 def _normalise(cfg: RunConfig) -> None:

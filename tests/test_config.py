@@ -32,9 +32,9 @@ def test_effective_batch_arithmetic():
     ("memory_budget_gb", 0, "memory_budget_gb must be > 0"),
     ("model", "", "model must be"),
     # switches are True or False: a word is truthy, so "off" would have switched checkpointing on
-    ("gradient_checkpointing", "off", "gradient_checkpointing must be True or False, got 'off' (a string"),
+    ("gradient_checkpointing", "off", "gradient_checkpointing must be True or False, got 'off' (a word is not a switch)"),
     ("pad_to_seq_len", "false", "pad_to_seq_len must be True or False, got 'false'"),
-    ("prepare_kbit", 1, "prepare_kbit must be True or False, got 1"),
+    ("prepare_kbit", 1, "prepare_kbit must be True or False, got 1 (a number is not a switch)"),
     ("gradient_checkpointing", None, "gradient_checkpointing must be True or False, got None"),
     # counts are integers: not a float, even a whole one, not a string
     ("micro_batch", 2.5, "micro_batch must be an integer ≥ 1, got 2.5"),
