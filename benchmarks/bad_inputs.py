@@ -96,7 +96,7 @@ def cases(paths: dict[str, str]) -> list[dict]:
         rows.append((f"config.json {change} (estimate)", lambda p=path: estimate(RunConfig(model=p)),
                      ["estimate", "--model", path], {"model": path}))
     rows += [
-        (f"config.json num_attention_heads: 0 (run)", lambda: run(RunConfig(model=paths["heads0"], **small),
+        ("config.json num_attention_heads: 0 (run)", lambda: run(RunConfig(model=paths["heads0"], **small),
                                                                   steps=1, warmup=0),
          ["run", "--model", paths["heads0"], "--steps", "1", "--seq-len", "64", "--micro-batch", "1",
           "--grad-accum", "1"], None),
