@@ -15,7 +15,7 @@ from labkit.record import RunRecord, build
 from labkit.engine.runner import measure_run
 from labkit.engine.device import run_setup
 from labkit.engine.models import check_weights
-from labkit.shapes import resolve_shape, warn_fit
+from labkit.shapes import fit_warnings, resolve_shape, warn_fit
 
 
 def check_request(cfg) -> list[str]:
@@ -42,10 +42,12 @@ def _theory(cfg: RunConfig, precision: str, device: dict, padding_mask: bool) ->
     return out
 
 
-def _record(cfg: RunConfig, measured_part: dict, theory_part: dict, advice: list[str]) -> RunRecord:
+def _record(cfg: RunConfig, measured_part: dict, theory_part: dict) -> RunRecord:
+    shape = resolve_shape(cfg.model)
+    advice = fit_warnings(shape, cfg.seq_len, cfg.lora_r, cfg.lora_targets)   # said as warnings by check_request
     return build(
         config=cfg.to_dict(),
-        shape=resolve_shape(cfg.model).to_dict(),
+        shape=shape.to_dict(),
         resolved=measured_part["resolved"],
         model_source=measured_part["model_source"],
         labels=measured_part["labels"],
@@ -66,20 +68,20 @@ def run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = No
     """Real steps + theory for the same config. The theory is told whether the measured batch had padding
     (with a padding mask SDPA keeps more; see theory.saved_activations) — a fact about the input, not a
     measurement."""
-    advice = check_request(cfg)                    # bad input → ValueError before anything loads
+    check_request(cfg)                             # bad input → ValueError before anything loads
     check_weights(cfg, weights)
     measured = measure_run(cfg, steps, warmup, device, weights, progress, on_step)
     padding = measured["measured"]["batch_has_padding"]
     prediction = _theory(cfg, measured["resolved"]["precision"], measured["device"],
                          padding if padding is not None else cfg.pad_to_seq_len)
-    record = _record(cfg, measured, prediction, advice)
+    record = _record(cfg, measured, prediction)
     record.run = {"steps": steps, "warmup": warmup, "weights": weights}
     return record
 
 
 def estimate(cfg: RunConfig, device: str | None = None, padding_mask: bool = True) -> RunRecord:
     """Theory only (no model is loaded); every measured field is None and the record is labelled "theory-only"."""
-    advice = check_request(cfg)
+    check_request(cfg)
     if not isinstance(padding_mask, bool):
         raise ValueError(f"padding_mask must be True or False, got {padding_mask!r}")
     device, dev, precision, labels = run_setup(cfg, device, theory_only=True)
@@ -87,4 +89,4 @@ def estimate(cfg: RunConfig, device: str | None = None, padding_mask: bool = Tru
                 "labels": ["theory-only"] + [x for x in labels if x == "t4-profile"],   # nothing measured on it
                 "status": "ok", "error": None, "device": dev,
                 "measured": {}}                                       # every measured field None
-    return _record(cfg, measured, _theory(cfg, precision, dev, padding_mask), advice)
+    return _record(cfg, measured, _theory(cfg, precision, dev, padding_mask))
