@@ -119,7 +119,7 @@ def cases(paths: dict[str, str]) -> list[dict]:
     return [dict(name=n, api=a, cli=c, lab=l) for n, a, c, l in rows]
 
 
-# ---- the three doors --------------------------------------------------------------------------------------------------
+# ---- the three doors -------------------------------------------------------------------------------------------------
 def short(text, width=WIDTH) -> str:
     text = " ".join(str(text).split()).replace("|", "\\|")
     return text if len(text) <= width else text[:width - 1] + "…"

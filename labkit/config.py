@@ -137,10 +137,13 @@ def _switch(name: str, value):
 
 
 def _positive_number(name: str, value):
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-            or not math.isfinite(value) or not value > 0):
-        raise ValueError(f"{name} must be > 0 and finite, got {value!r}" + (" (a string)" if isinstance(value, str)
-                                                                              else ""))
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number > 0, got {value!r}" + (" (a string)" if isinstance(value, str)
+                                                                            else ""))
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
 
 
 def _normalise(cfg: RunConfig) -> None:

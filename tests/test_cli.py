@@ -314,12 +314,13 @@ MODEL_JSON = {"model_type": "llama", "hidden_size": 256, "intermediate_size": 68
 SAME_ANSWER = {
     "checkpointing-word": ({"gradient_checkpointing": "off"}, ["--checkpointing", "maybe"], "checkpointing"),
     "pad-word": ({"pad_to_seq_len": "false"}, ["--pad", "nah"], "pad"),
-    "alpha-nan": ({"lora_alpha": float("nan")}, ["--lora-alpha", "nan"], "lora_alpha must be > 0 and finite"),
-    "alpha-inf": ({"lora_alpha": float("inf")}, ["--lora-alpha", "inf"], "lora_alpha must be > 0 and finite"),
-    "lr-nan": ({"learning_rate": float("nan")}, ["--lr", "nan"], "learning_rate must be > 0 and finite"),
-    "lr-inf": ({"learning_rate": float("inf")}, ["--lr", "inf"], "learning_rate must be > 0 and finite"),
+    "alpha-nan": ({"lora_alpha": float("nan")}, ["--lora-alpha", "nan"], "lora_alpha must be finite, got nan"),
+    "alpha-inf": ({"lora_alpha": float("inf")}, ["--lora-alpha", "inf"], "lora_alpha must be finite, got inf"),
+    "lr-nan": ({"learning_rate": float("nan")}, ["--lr", "nan"], "learning_rate must be finite, got nan"),
+    "lr-inf": ({"learning_rate": float("inf")}, ["--lr", "inf"], "learning_rate must be finite, got inf"),
     "dropout-nan": ({"lora_dropout": float("nan")}, ["--lora-dropout", "nan"], "lora_dropout must be in [0, 1)"),
-    "budget-inf": ({"memory_budget_gb": float("inf")}, ["--memory-budget-gb", "inf"], "memory_budget_gb must be > 0"),
+    "budget-inf": ({"memory_budget_gb": float("inf")}, ["--memory-budget-gb", "inf"], "memory_budget_gb must be "
+                                                                                          "finite"),
     "micro-2.5": ({"micro_batch": 2.5}, ["--micro-batch", "2.5"], "micro"),
     "micro-4.0": ({"micro_batch": 4.0}, ["--micro-batch", "4.0"], "micro"),
     "micro-0": ({"micro_batch": 0}, ["--micro-batch", "0"], "micro_batch must be an integer ≥ 1, got 0"),

@@ -88,7 +88,7 @@ def test_the_model_loader_reads_shapes_through_the_check(tmp_path):
         model_source(RunConfig(model=write(tmp_path, num_attention_heads=0)), weights="random")
 
 
-# ---- advice: warnings, not refusals -----------------------------------------------------------------------------------
+# ---- advice: warnings, not refusals ----------------------------------------------------------------------------------
 def test_fit_warnings_for_positions_and_rank():
     tiny = PRESETS["tiny"].shape                                    # 2048 positions, hidden 256, k_proj 256 → 128
     assert fit_warnings(tiny, 2048, 128, ("q_proj", "k_proj")) == []
