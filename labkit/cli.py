@@ -11,8 +11,10 @@
 `run`, `sweep` and `search` take `--t4-profile`: the process is capped at a Colab T4's 14.75 GiB before anything
 is allocated on the GPU, so a bigger GPU runs out of memory where a T4 would (records say "t4-profile").
 
-Bad input gives one line on stderr, "labkit: error: …", and exit code 2. A run that runs out of memory is a
-result (exit 0, status "oom"); a run that fails for another reason exits 1.
+Bad input gives one line on stderr, "labkit: error: …", and exit code 2, whichever command and whichever check
+found it (the same checks as `labkit.RunConfig`, `labkit.run` and the lab). Advice that does not stop a run is one
+line each, "labkit: warning: …". A run that runs out of memory is a result (exit 0, status "oom"); a run that fails
+for another reason exits 1, and so does a check that finds a problem (`doctor --check`, `exercises --check`).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import argparse
 import functools
 import json
 import sys
+import warnings
 
 from labkit.flags import (PROG, Parser, UsageError, add_config_options, check_configs, config_from_args,
                           configs_from_sweep_args)
@@ -60,7 +63,7 @@ def cmd_doctor(args) -> int:
 
 def cmd_estimate(args) -> int:
     cfg = config_from_args(args)
-    check_configs([cfg])
+    check_configs([cfg], theory_only=True)
     from labkit.experiment import estimate   # imports torch: only once the input is known to be good
     record = estimate(cfg)
     _emit([record], args.json, lambda rs: format_record(rs[0]))
@@ -156,8 +159,18 @@ def cmd_search(args) -> int:
 
 
 def cmd_exercises(args) -> int:
-    from labkit.checkers.build import main as build_main
-    return build_main([args.src, args.dst] + (["--check"] if args.check else []))
+    from labkit.checkers.build import build, out_of_date    # ValueError for a missing or unreadable source: exit 2
+    if args.check:
+        stale = out_of_date(args.src, args.dst)
+        if stale:                                            # a check that found a problem: exit 1
+            print(f"{PROG}: out of date: {', '.join(stale)} (run: labkit exercises {args.src} {args.dst})",
+                  file=sys.stderr)
+            return 1
+        print(f"{args.dst} is up to date with {args.src}")
+        return 0
+    written = build(args.src, args.dst)
+    print(f"wrote {len(written)} exercise notebook(s) to {args.dst}")
+    return 0
 
 
 def _count(name, minimum):
@@ -179,9 +192,18 @@ def _add_t4_profile(p) -> None:
                         "bf16 is refused, and records are labelled t4-profile (refused without a GPU)")
 
 
+EXIT_CODES = """exit codes:
+  0  done (a run that runs out of memory is a result: status "oom", exit 0)
+  1  a run failed for another reason (status "error"), or a --check found a problem
+  2  bad input: one line "labkit: error: …" on stderr, nothing run"""
+
+
 def build_parser() -> Parser:
-    parser = Parser(prog=PROG, description="QLoRA Memory Lab: measured memory and time beside the theory.")
-    sub = parser.add_subparsers(dest="command", metavar="{doctor,estimate,run,sweep,search,exercises}")
+    parser = Parser(prog=PROG, description="QLoRA Memory Lab: measured memory and time beside the theory.",
+                    epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="{doctor,estimate,run,sweep,search,exercises}",
+                                parser_class=functools.partial(Parser, epilog=EXIT_CODES,
+                                                               formatter_class=argparse.RawDescriptionHelpFormatter))
 
     p = sub.add_parser("doctor", help="what machine is this: GPU, bf16, memory, versions, hub")
     p.add_argument("--json", action="store_true", help="print the facts as JSON")
@@ -231,12 +253,38 @@ def _one_line(message) -> str:
     return " ".join(str(message).split())
 
 
+def _warnings_as_lines():
+    """The kit's advice (LabkitWarning) as one line each on stderr, each said once: "labkit: warning: …";
+    other warnings are shown as Python shows them."""
+    from labkit.config import LabkitWarning
+    said = set()
+    python_shows = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, LabkitWarning):
+            return python_shows(message, category, filename, lineno, file, line)
+        text = _one_line(message)
+        if text not in said:
+            said.add(text)
+            print(f"{PROG}: warning: {text}", file=sys.stderr, flush=True)
+
+    warnings.simplefilter("always", LabkitWarning)
+    warnings.showwarning = show
+
+
 def main(argv=None) -> int:
+    with warnings.catch_warnings():             # puts Python's warning display back on the way out
+        _warnings_as_lines()
+        return _main(argv)
+
+
+def _main(argv) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
-            raise UsageError("choose a command: doctor, estimate, run, sweep or search (labkit -h for help)")
+            raise UsageError("choose a command: doctor, estimate, run, sweep, search or exercises "
+                             "(labkit -h for help)")
         return args.func(args)
     except (UsageError, ValueError) as e:
         print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass, field
 
 PRECISIONS = ("fp32", "fp16", "bf16", "auto")
@@ -65,6 +67,9 @@ class RunConfig:
         return self.micro_batch * self.seq_len
 
     def replace(self, **changes) -> "RunConfig":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown RunConfig field(s): {', '.join(sorted(unknown))}")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -93,35 +98,88 @@ class RunConfig:
         elif isinstance(self.lora_targets, list):
             object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
         validate(self)
+        _normalise(self)
+
+
+class LabkitWarning(UserWarning):
+    """Advice that does not stop a run (a sequence longer than the model's positions, a rank above a layer's).
+    Python shows it as a warning; the command line prints it as one `labkit: warning: …` line."""
+
+
+# Every field's kind. Counts are whole numbers (an int, never a bool or a float such as 4.0: a float where a count
+# goes is a mistake caught here rather than rounded quietly); switches are True or False, never the words "off" or
+# "false" (a non-empty string is truthy, so "off" would switch checkpointing on); numbers are finite.
+SWITCHES = ("gradient_checkpointing", "pad_to_seq_len", "prepare_kbit")
+COUNTS = {"seq_len": 8, "micro_batch": 1, "grad_accum": 1, "num_gpus": 1, "lora_r": 1, "seed": 0}   # field → minimum
+CHOICES = {"precision": PRECISIONS, "quant": QUANTS, "optim": OPTIMIZERS}
+
+
+def is_count(value) -> bool:
+    """An integer that is not a bool (True is not the micro-batch 1); numpy integers count."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _positive_int(name: str, value, minimum: int = 1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+    if not is_count(value) or value < minimum:
+        hint = ""
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            hint = f" (a float: counts are whole numbers, write {int(value)})"
+        elif isinstance(value, str):
+            hint = " (a string)"
+        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}{hint}")
+
+
+def _switch(name: str, value):
+    if not isinstance(value, bool):
+        why = ("a word is not a switch" if isinstance(value, str) else
+               "a number is not a switch" if isinstance(value, numbers.Number) else None)
+        raise ValueError(f"{name} must be True or False, got {value!r}" + (f" ({why})" if why else ""))
+
+
+def _positive_number(name: str, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number > 0, got {value!r}" + (" (a string)" if isinstance(value, str)
+                                                                            else ""))
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+def _normalise(cfg: RunConfig) -> None:
+    """Plain Python numbers in place of numpy ones (a record is JSON): numpy.int64(4) → 4, numpy.float32 → float."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if is_count(value) and type(value) is not int:
+            object.__setattr__(cfg, f.name, int(value))
+        elif isinstance(value, numbers.Real) and not isinstance(value, (int, float, bool)):
+            object.__setattr__(cfg, f.name, float(value))
 
 
 def validate(cfg: RunConfig) -> None:
-    """Raise ValueError with one clear sentence for the first bad field. Device-dependent checks live in
-    `check_hardware`, because a config can be written on one machine and run on another."""
+    """Raise ValueError with one clear sentence, naming the field, for the first bad one. Device-dependent checks
+    (`run_precision_refusal`) come later, because a config can be written on one machine and run on another."""
     if not isinstance(cfg.model, str) or not cfg.model.strip():
-        raise ValueError("model must be a preset name or a path")
-    _positive_int("seq_len", cfg.seq_len, 8)
-    _positive_int("micro_batch", cfg.micro_batch)
-    _positive_int("grad_accum", cfg.grad_accum)
-    _positive_int("num_gpus", cfg.num_gpus)
-    _positive_int("lora_r", cfg.lora_r)
+        raise ValueError(f"model must be a preset name or a path, got {cfg.model!r}")
+    for name, minimum in COUNTS.items():
+        _positive_int(name, getattr(cfg, name), minimum)
     if cfg.eval_micro_batch is not None:
         _positive_int("eval_micro_batch", cfg.eval_micro_batch)
-    if not isinstance(cfg.lora_alpha, (int, float)) or isinstance(cfg.lora_alpha, bool) or cfg.lora_alpha <= 0:
-        raise ValueError(f"lora_alpha must be > 0, got {cfg.lora_alpha!r}")
-    if not isinstance(cfg.lora_dropout, (int, float)) or not 0 <= cfg.lora_dropout < 1:
+    for name in SWITCHES:
+        _switch(name, getattr(cfg, name))
+    _positive_number("lora_alpha", cfg.lora_alpha)
+    if (isinstance(cfg.lora_dropout, bool) or not isinstance(cfg.lora_dropout, numbers.Real)
+            or not 0 <= cfg.lora_dropout < 1):
         raise ValueError(f"lora_dropout must be in [0, 1), got {cfg.lora_dropout!r}")
-    if cfg.precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
-    if cfg.quant not in QUANTS:
-        raise ValueError(f"quant must be one of {', '.join(QUANTS)}, got {cfg.quant!r}")
-    if cfg.optim not in OPTIMIZERS:
-        raise ValueError(f"optim must be one of {', '.join(OPTIMIZERS)}, got {cfg.optim!r}")
+    _positive_number("learning_rate", cfg.learning_rate)
+    if cfg.memory_budget_gb is not None:
+        _positive_number("memory_budget_gb", cfg.memory_budget_gb)
+    for name, allowed in CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
+    if not isinstance(cfg.lora_targets, tuple) or not all(isinstance(t, str) for t in cfg.lora_targets):
+        raise ValueError(f"lora_targets must be projection names such as ('q_proj', 'v_proj') or 'q_proj,v_proj', "
+                         f"got {cfg.lora_targets!r}")
     if not cfg.lora_targets:
         raise ValueError("lora_targets must name at least one projection")
     bad = [t for t in cfg.lora_targets if t not in PROJECTIONS]
@@ -129,10 +187,6 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(f"unknown LoRA target(s) {', '.join(bad)}; choose from {', '.join(PROJECTIONS)}")
     if len(set(cfg.lora_targets)) != len(cfg.lora_targets):
         raise ValueError("lora_targets lists a projection twice")
-    if not isinstance(cfg.learning_rate, (int, float)) or not cfg.learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0, got {cfg.learning_rate!r}")
-    if cfg.memory_budget_gb is not None and not cfg.memory_budget_gb > 0:
-        raise ValueError(f"memory_budget_gb must be > 0, got {cfg.memory_budget_gb!r}")
 
 
 def accumulation_for(effective_batch: int, micro_batch: int, num_gpus: int = 1) -> int:
@@ -180,8 +234,24 @@ def resolve_precision(precision: str, device_type: str, capability: tuple[int, i
         if precision == "auto":
             return "bf16" if native_bf16(capability) else "fp16"
         if precision == "bf16" and not native_bf16(capability):
-            cc = ".".join(map(str, capability))
-            raise ValueError(f"bf16 is not native on this GPU (compute capability {cc} < 8.0): use fp16 "
-                             "(torch.cuda.is_bf16_supported() may say True here through emulation, slowly)")
+            raise ValueError(run_precision_refusal(precision, device_type, capability))
         return precision
     return "fp32" if precision == "auto" else precision
+
+
+FP16_ON_CPU = ("fp16 is not offered on the CPU: fp16 with loss scaling is a GPU recipe (lesson 04 shows the scaling "
+               "by hand); use fp32 or bf16 here")
+
+
+def run_precision_refusal(precision: str, device_type: str, capability: tuple[int, int] | None) -> str | None:
+    """Why a run cannot use `precision` on this device, or None when it can. One rule for the API, the command line
+    and the lab: bf16 only where the GPU has bf16 tensor cores (compute capability ≥ 8.0); fp16 only on a GPU (on a
+    CPU the lab does not offer it, and `run` refuses it alike). bf16 on a CPU is allowed: it shows the memory effect.
+    An estimate (theory only, nothing runs) is refused only the bf16 case, through `resolve_precision`."""
+    if device_type == "cuda" and precision == "bf16" and not native_bf16(capability):
+        cc = ".".join(map(str, capability)) if capability else "?"
+        return (f"bf16 is not native on this GPU (compute capability {cc} < 8.0): use fp16 "
+                "(torch.cuda.is_bf16_supported() may say True here through emulation, slowly)")
+    if device_type != "cuda" and precision == "fp16":
+        return FP16_ON_CPU
+    return None

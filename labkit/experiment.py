@@ -14,7 +14,19 @@ from labkit.config import RunConfig, rule_warnings
 from labkit.record import RunRecord, build
 from labkit.engine.runner import measure_run
 from labkit.engine.device import run_setup
-from labkit.shapes import resolve_shape
+from labkit.engine.models import check_weights
+from labkit.shapes import fit_warnings, resolve_shape, warn_fit
+
+
+def check_request(cfg) -> list[str]:
+    """What every entry point checks before anything loads: a RunConfig (ValueError otherwise), a model whose
+    config.json passes `shapes.check_model_config`; returns the advice (`shapes.fit_warnings`), each also issued
+    as a LabkitWarning."""
+    if not isinstance(cfg, RunConfig):
+        raise ValueError(f"expected a labkit.RunConfig, got {type(cfg).__name__} "
+                         "(RunConfig(**settings) or RunConfig.from_dict(d) builds one)")
+    resolve_shape(cfg.model)                       # unknown model, malformed config.json → ValueError
+    return warn_fit(cfg, stacklevel=4)             # points at the caller of run() / estimate()
 
 
 def _theory(cfg: RunConfig, precision: str, device: dict, padding_mask: bool) -> dict:
@@ -31,13 +43,15 @@ def _theory(cfg: RunConfig, precision: str, device: dict, padding_mask: bool) ->
 
 
 def _record(cfg: RunConfig, measured_part: dict, theory_part: dict) -> RunRecord:
+    shape = resolve_shape(cfg.model)
+    advice = fit_warnings(shape, cfg.seq_len, cfg.lora_r, cfg.lora_targets)   # said as warnings by check_request
     return build(
         config=cfg.to_dict(),
-        shape=resolve_shape(cfg.model).to_dict(),
+        shape=shape.to_dict(),
         resolved=measured_part["resolved"],
         model_source=measured_part["model_source"],
         labels=measured_part["labels"],
-        warnings=rule_warnings(cfg) + measured_part.get("warnings", []),
+        warnings=rule_warnings(cfg) + advice + measured_part.get("warnings", []),
         theory=theory_part,
         measured=measured_part["measured"],
         status=measured_part["status"],
@@ -54,7 +68,8 @@ def run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = No
     """Real steps + theory for the same config. The theory is told whether the measured batch had padding
     (with a padding mask SDPA keeps more; see theory.saved_activations) — a fact about the input, not a
     measurement."""
-    resolve_shape(cfg.model)                       # unknown model → ValueError before anything loads
+    check_request(cfg)                             # bad input → ValueError before anything loads
+    check_weights(cfg, weights)
     measured = measure_run(cfg, steps, warmup, device, weights, progress, on_step)
     padding = measured["measured"]["batch_has_padding"]
     prediction = _theory(cfg, measured["resolved"]["precision"], measured["device"],
@@ -66,8 +81,10 @@ def run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = No
 
 def estimate(cfg: RunConfig, device: str | None = None, padding_mask: bool = True) -> RunRecord:
     """Theory only (no model is loaded); every measured field is None and the record is labelled "theory-only"."""
-    resolve_shape(cfg.model)
-    device, dev, precision, labels = run_setup(cfg, device)
+    check_request(cfg)
+    if not isinstance(padding_mask, bool):
+        raise ValueError(f"padding_mask must be True or False, got {padding_mask!r}")
+    device, dev, precision, labels = run_setup(cfg, device, theory_only=True)
     measured = {"resolved": {"precision": precision, "device": device}, "model_source": None,
                 "labels": ["theory-only"] + [x for x in labels if x == "t4-profile"],   # nothing measured on it
                 "status": "ok", "error": None, "device": dev,

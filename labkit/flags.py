@@ -158,16 +158,15 @@ def configs_from_sweep_args(args) -> list[RunConfig]:
     return grid(base, {f: v for f, v in axes.items() if len(v) > 1})
 
 
-def check_configs(configs) -> None:
-    """Fail fast, before anything loads: unknown model / unreadable config, bf16 where the GPU lacks it."""
-    from labkit.config import resolve_precision
+def check_configs(configs, theory_only: bool = False) -> None:
+    """Fail fast, before anything loads, with the checks `labkit.run` and the lab make: the model (unknown name,
+    unreadable or malformed config.json) and the precision this device runs (bf16 where the GPU lacks it; fp16 on a
+    CPU, unless `theory_only`: an estimate runs nothing). Under --t4-profile the GPU is judged as a T4."""
     from labkit.shapes import resolve_shape
     for cfg in configs:
         resolve_shape(cfg.model)
-    from labkit.engine.hardware import device_facts, t4_profile_active   # imports torch
+    from labkit.engine.device import run_precision        # imports torch
+    from labkit.engine.hardware import device_facts
     facts = device_facts(check_hub=False)
-    cap = tuple(facts["capability"]) if facts["capability"] else None
-    if facts["type"] == "cuda" and t4_profile_active():
-        cap = (7, 5)                        # under --t4-profile the run behaves as a T4: bf16 is refused there too
     for cfg in configs:
-        resolve_precision(cfg.precision, facts["type"], cap)
+        run_precision(cfg, facts, theory_only)

@@ -22,6 +22,7 @@ from labkit.engine.models import load_model, tokenizer_for
 from labkit.engine.runner import (check_budget, forward_backward, free_memory, is_out_of_memory, label_tokens,
                                   release_failure)
 from labkit.engine.device import budget_labels, run_setup
+from labkit.shapes import warn_fit
 
 
 def _check_bounds(lo, hi) -> None:
@@ -88,6 +89,7 @@ def largest_micro_batch(cfg: RunConfig, lo: int = 1, hi: int = 64, device: str |
     if on_error not in ("raise", "return"):
         raise ValueError(f"on_error must be 'raise' or 'return', got {on_error!r}")
     _check_bounds(lo, hi)
+    warn_fit(cfg, stacklevel=2)                # seq_len beyond the positions, a rank above a layer's: advice
     device, dev, precision, labels = run_setup(cfg, device)
     labels += budget_labels(cfg, dev)
     trail = []

@@ -9,8 +9,13 @@ Preset shapes are copied from each model's published config.json (course brief, 
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
+import warnings
 from dataclasses import asdict, dataclass
+
+from labkit.config import LabkitWarning
 
 
 @dataclass(frozen=True)
@@ -46,13 +51,13 @@ class ModelShape:
         return asdict(self)
 
     @classmethod
-    def from_hf_config(cls, cfg) -> "ModelShape":
-        """From a transformers config object or a config.json dict."""
-        get = (lambda k, d=None: cfg.get(k, d)) if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
+    def from_hf_config(cls, cfg, where: str = "model config") -> "ModelShape":
+        """From a transformers config object or a config.json dict, checked field by field (`check_model_config`)."""
+        if not isinstance(cfg, dict) and hasattr(cfg, "to_dict"):      # a transformers PretrainedConfig
+            cfg = {k: getattr(cfg, k) for k in CONFIG_FIELDS if getattr(cfg, k, None) is not None}
+        check_model_config(cfg, where)
+        get = cfg.get
         model_type = get("model_type")
-        if model_type not in ("llama", "mistral", "qwen2"):
-            raise ValueError(f"model_type {model_type!r} is not a Llama-family decoder this kit knows "
-                             "(llama, mistral, qwen2)")
         heads = get("num_attention_heads")
         rope = get("rope_parameters") or {}
         return cls(
@@ -61,7 +66,7 @@ class ModelShape:
             vocab=get("vocab_size"), tied=bool(get("tie_word_embeddings", False)),
             head_dim=get("head_dim"), qkv_bias=(model_type == "qwen2") or bool(get("attention_bias", False)),
             rope_theta=float(rope.get("rope_theta", get("rope_theta", 10000.0)) or 10000.0),
-            max_position=get("max_position_embeddings", 4096), rms_eps=get("rms_norm_eps", 1e-5),
+            max_position=get("max_position_embeddings") or 4096, rms_eps=get("rms_norm_eps") or 1e-5,
         )
 
     def to_hf_config(self):
@@ -76,6 +81,95 @@ class ModelShape:
         if self.model_type == "llama":
             kw["attention_bias"] = self.qkv_bias
         return cls(**kw)
+
+
+# ---- checking a config.json ------------------------------------------------------------------------------------------
+MODEL_TYPES = ("llama", "mistral", "qwen2")
+REQUIRED = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+OPTIONAL_COUNTS = ("num_key_value_heads", "head_dim", "max_position_embeddings")
+# The MLP's activation: elementwise, between gate and up (SwiGLU with silu in every preset). The theory counts one
+# saved tensor of the gate's size for it, which holds for each of these; anything else is refused, not guessed.
+ACTIVATIONS = ("silu", "swish", "gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "relu")
+CONFIG_FIELDS = REQUIRED + OPTIONAL_COUNTS + ("hidden_act", "tie_word_embeddings", "attention_bias", "rope_theta",
+                                             "rope_parameters", "rms_norm_eps")
+
+
+def _shown(value) -> str:
+    return json.dumps(value) if isinstance(value, (type(None), bool, int, float, str)) else repr(value)
+
+
+def _count(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
+def check_model_config(cfg: dict, where: str = "model config") -> None:
+    """Check a config.json (as a dict) field by field; ValueError naming the first bad field.
+
+    Every count positive (hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, vocab_size, and
+    num_key_value_heads, head_dim, max_position_embeddings when given); the heads divide: num_key_value_heads
+    divides num_attention_heads (each key/value head serves whole groups), and without head_dim, hidden_size is
+    num_attention_heads × head size (4096 = 32 × 128); rms_norm_eps and rope_theta finite and > 0; hidden_act one
+    of ACTIVATIONS. Both the theory (estimate) and the model loader read shapes through here."""
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{where} is not a JSON object")
+    missing = [k for k in REQUIRED if k not in cfg]
+    if missing:
+        raise ValueError(f"{where} lacks {', '.join(missing)}: not a Llama-family config.json")
+    if cfg["model_type"] not in MODEL_TYPES:
+        raise ValueError(f"{where}: model_type {cfg['model_type']!r} is not a Llama-family decoder this kit knows "
+                         f"({', '.join(MODEL_TYPES)})")
+    for key in REQUIRED[1:] + OPTIONAL_COUNTS:
+        if key in cfg and not (key in OPTIONAL_COUNTS and cfg[key] is None) and not _count(cfg[key]):
+            raise ValueError(f"{where}: {key} must be a positive integer, got {_shown(cfg[key])}")
+    heads, kv = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
+    if heads % kv:
+        raise ValueError(f"{where}: num_key_value_heads {kv} does not divide num_attention_heads {heads} "
+                         "(each key/value head serves a whole group of query heads)")
+    if cfg.get("head_dim") is None and cfg["hidden_size"] % heads:
+        raise ValueError(f"{where}: hidden_size {cfg['hidden_size']} is not divisible by num_attention_heads "
+                         f"{heads} (and no head_dim is given)")
+    rope = cfg.get("rope_parameters") or {}
+    if not isinstance(rope, dict):
+        raise ValueError(f"{where}: rope_parameters must be an object, got {_shown(rope)}")
+    for key, value in (("rms_norm_eps", cfg.get("rms_norm_eps")),
+                       ("rope_theta", rope.get("rope_theta", cfg.get("rope_theta")))):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                                  or not math.isfinite(value) or value <= 0):
+            raise ValueError(f"{where}: {key} must be a finite number > 0, got {_shown(value)}")
+    act = cfg.get("hidden_act", "silu")
+    if act not in ACTIVATIONS:
+        raise ValueError(f"{where}: hidden_act {_shown(act)} is not an activation this kit knows "
+                         f"({', '.join(ACTIVATIONS)})")
+    for key in ("tie_word_embeddings", "attention_bias"):
+        if cfg.get(key) is not None and not isinstance(cfg[key], bool):
+            raise ValueError(f"{where}: {key} must be true or false, got {_shown(cfg[key])}")
+
+
+# ---- advice about a run on a shape -----------------------------------------------------------------------------------
+def fit_warnings(shape: ModelShape, seq_len: int, lora_r: int, lora_targets=("q_proj",)) -> list[str]:
+    """Settings that run but say something is off: a sequence beyond the positions the model was trained on, a
+    LoRA rank above what a targeted layer can hold (a d_in × d_out layer has rank ≤ min(d_in, d_out))."""
+    out = []
+    if seq_len > shape.max_position:
+        out.append(f"seq_len {seq_len} is beyond the model's {shape.max_position} positions "
+                   "(max_position_embeddings): memory and time still measure, but the model never saw such "
+                   "positions")
+    dims = shape.linear_dims()
+    ranks = {t: min(dims[t]) for t in lora_targets if t in dims}
+    if ranks and lora_r > min(ranks.values()):
+        name = min(ranks, key=ranks.get)
+        out.append(f"lora_r {lora_r} is above the rank {name} can have (min{dims[name]} = {ranks[name]}; "
+                   f"hidden size {shape.hidden}): the extra rank adds memory, not capacity")
+    return out
+
+
+def warn_fit(cfg, stacklevel: int = 2) -> list[str]:
+    """`fit_warnings` for a RunConfig, each also issued as a LabkitWarning (pointing `stacklevel` frames up, as
+    `warnings.warn` counts them from the caller); returns them (records keep them)."""
+    out = fit_warnings(resolve_shape(cfg.model), cfg.seq_len, cfg.lora_r, cfg.lora_targets)
+    for text in out:
+        warnings.warn(text, LabkitWarning, stacklevel=stacklevel + 1)
+    return out
 
 
 @dataclass(frozen=True)
@@ -116,12 +210,6 @@ def resolve_shape(model: str) -> ModelShape:
     try:
         with open(path) as f:
             cfg = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"cannot read model config {path}: {e}") from None
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{path} is not a JSON object")
-    missing = [k for k in ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
-                           "num_attention_heads", "vocab_size") if k not in cfg]
-    if missing:
-        raise ValueError(f"{path} lacks {', '.join(missing)}: not a Llama-family config.json")
-    return ModelShape.from_hf_config(cfg)
+    return ModelShape.from_hf_config(cfg, where=path)

@@ -305,3 +305,123 @@ def test_argv_for_round_trips_through_the_parser(cfg):
 def test_argv_for_refuses_what_the_command_line_cannot_set():
     with pytest.raises(ValueError, match="prepare_kbit"):
         flags.argv_for(flags.RunConfig(prepare_kbit=True))
+
+
+# ---- one answer at every door: ValueError in Python, exit 2 and one `labkit: error:` line on the command line --------
+MODEL_JSON = {"model_type": "llama", "hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 2,
+              "num_attention_heads": 8, "num_key_value_heads": 4, "vocab_size": 384}
+# id → (RunConfig fields, or a change to a config.json given as the model; the command line; words in both answers)
+SAME_ANSWER = {
+    "checkpointing-word": ({"gradient_checkpointing": "off"}, ["--checkpointing", "maybe"], "checkpointing"),
+    "pad-word": ({"pad_to_seq_len": "false"}, ["--pad", "nah"], "pad"),
+    "alpha-nan": ({"lora_alpha": float("nan")}, ["--lora-alpha", "nan"], "lora_alpha must be finite, got nan"),
+    "alpha-inf": ({"lora_alpha": float("inf")}, ["--lora-alpha", "inf"], "lora_alpha must be finite, got inf"),
+    "lr-nan": ({"learning_rate": float("nan")}, ["--lr", "nan"], "learning_rate must be finite, got nan"),
+    "lr-inf": ({"learning_rate": float("inf")}, ["--lr", "inf"], "learning_rate must be finite, got inf"),
+    "dropout-nan": ({"lora_dropout": float("nan")}, ["--lora-dropout", "nan"], "lora_dropout must be in [0, 1)"),
+    "budget-inf": ({"memory_budget_gb": float("inf")}, ["--memory-budget-gb", "inf"], "memory_budget_gb must be "
+                                                                                          "finite"),
+    "micro-2.5": ({"micro_batch": 2.5}, ["--micro-batch", "2.5"], "micro"),
+    "micro-4.0": ({"micro_batch": 4.0}, ["--micro-batch", "4.0"], "micro"),
+    "micro-0": ({"micro_batch": 0}, ["--micro-batch", "0"], "micro_batch must be an integer ≥ 1, got 0"),
+    "accum-neg": ({"grad_accum": -1}, ["--grad-accum", "-1"], "grad_accum must be an integer ≥ 1, got -1"),
+    "seed-neg": ({"seed": -1}, ["--seed", "-1"], "seed must be an integer ≥ 0, got -1"),
+    "precision-case": ({"precision": "FP16"}, ["--precision", "FP16"], "precision must be one of"),
+    "unknown-target": ({"lora_targets": ("q_proj", "qkv")}, ["--lora-targets", "q_proj,qkv"], "qkv"),
+    "unknown-model": ({"model": "no-such-model"}, ["--model", "no-such-model"], "unknown model 'no-such-model'"),
+    "heads-0": ({"num_attention_heads": 0}, None, "num_attention_heads must be a positive integer, got 0"),
+    "hidden-null": ({"hidden_size": None}, None, "hidden_size must be a positive integer, got null"),
+    "layers-neg": ({"num_hidden_layers": -4}, None, "num_hidden_layers must be a positive integer, got -4"),
+    "heads-split-hidden": ({"hidden_size": 250}, None, "hidden_size 250 is not divisible by num_attention_heads 8"),
+    "kv-split-heads": ({"num_key_value_heads": 3}, None, "num_key_value_heads 3 does not divide"),
+    "unknown-activation": ({"hidden_act": "banana"}, None, 'hidden_act "banana" is not an activation'),
+}
+
+
+def _inputs(case, tmp_path):
+    """The RunConfig fields and the flags for one SAME_ANSWER row; a config.json change is written to a file."""
+    fields, argv, words = SAME_ANSWER[case]
+    if argv is None:                                                   # a config.json change
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps({**MODEL_JSON, **fields}))
+        return {"model": str(path)}, ["--model", str(path)], words
+    return fields, argv, words
+
+
+def _one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert captured.err.count("\n") == 1 and captured.err.startswith("labkit: error: "), captured.err
+    return captured.err
+
+
+@pytest.mark.parametrize("case", list(SAME_ANSWER))
+def test_the_same_bad_input_gets_the_same_answer_in_python_and_on_the_command_line(case, tmp_path, capsys):
+    from labkit import RunConfig, estimate
+    fields, argv, words = _inputs(case, tmp_path)
+    with pytest.raises(ValueError) as python:
+        estimate(RunConfig(**fields))
+    assert words in str(python.value) and "\n" not in str(python.value)
+    for command in ("estimate", "run"):                  # a run refuses it before anything loads, like an estimate
+        assert cli.main([command] + argv) == 2, command
+        assert words in _one_error_line(capsys)
+
+
+def test_a_malformed_config_is_one_line_in_a_fresh_process_too(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**MODEL_JSON, "num_attention_heads": 0}))
+    p = labkit("run", "--model", str(path), "--steps", "1")
+    assert p.returncode == 2 and p.stdout == "" and "Traceback" not in p.stderr
+    assert p.stderr.count("\n") == 1 and "num_attention_heads must be a positive integer, got 0" in p.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_fp16_on_the_cpu_is_refused_by_run_and_the_command_line_as_by_the_lab(capsys):
+    from labkit import RunConfig, run
+    from labkit.config import FP16_ON_CPU
+    with pytest.raises(ValueError, match="fp16 is not offered on the CPU"):
+        run(RunConfig(precision="fp16"), steps=1, warmup=0)
+    for command in ("run", "sweep", "search"):
+        assert cli.main([command, "--precision", "fp16"]) == 2          # refused before a sweep writes anything
+        assert FP16_ON_CPU in _one_error_line(capsys)
+    assert cli.main(["estimate", "--precision", "fp16", "--json"]) == 0   # theory only: nothing runs on the CPU
+    assert json.loads(capsys.readouterr().out)["resolved"]["precision"] == "fp16"
+
+
+def test_hub_weights_for_a_model_without_them_is_bad_input(capsys):
+    from labkit import RunConfig, run
+    with pytest.raises(ValueError, match="weights='hub' asks for real weights, and model 'tiny' has none"):
+        run(RunConfig(), weights="hub")
+    assert cli.main(["run", "--weights", "hub"]) == 2
+    assert "has none" in _one_error_line(capsys)
+
+
+def test_advice_is_one_warning_line_each_and_the_run_goes_on(capsys):
+    assert cli.main(["estimate", "--seq-len", "4096", "--lora-r", "512", "--json"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("labkit: warning: ") for line in lines), captured.err
+    assert "beyond the model's 2048 positions" in lines[0] and "lora_r 512 is above the rank" in lines[1]
+    assert len(json.loads(captured.out)["warnings"]) == 2                  # and the record keeps them
+
+
+def test_exercises_errors_are_labkit_lines(tmp_path, capsys):
+    assert cli.main(["exercises", str(tmp_path / "no-such")]) == 2
+    assert "source folder" in _one_error_line(capsys)
+    assert cli.main(["exercises", "--check", str(tmp_path / "no-such")]) == 2
+    assert "source folder" in _one_error_line(capsys)
+    assert cli.main(["exercises", "a", "b", "c"]) == 2
+    assert "unrecognized arguments: c" in _one_error_line(capsys)
+    # out of date is a check that found a problem (exit 1), said on one labkit line
+    assert cli.main(["exercises", "--check", os.path.join(REPO, "solutions"), str(tmp_path / "empty")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("labkit: out of date: ") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["estimate"], ["exercises"]])
+def test_help_documents_the_exit_codes(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(command + ["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "exit codes:" in out and "1  a run failed" in out and "2  bad input" in out

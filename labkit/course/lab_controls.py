@@ -201,5 +201,7 @@ def checked_values(controls: dict, values: dict, reference_name: str | None = No
                 raise ValueError(f"{name} must be an integer, got {value!r}")
             if not widget.min <= value <= widget.max:
                 raise ValueError(f"{name}={value!r} is outside {widget.min}..{widget.max}")
+        if not (name == "memory_budget_gb" and value == 0):   # then RunConfig's own check, in the API's words:
+            RunConfig().replace(**{name: value})              # "off" is not a switch, inf is not a budget
         checked.append((widget, value))
     return checked

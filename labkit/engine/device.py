@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from labkit.config import RunConfig, resolve_precision
+from labkit.config import RunConfig, resolve_precision, run_precision_refusal
 from labkit.engine import hardware
 
 
@@ -27,13 +27,18 @@ def device_summary(device: str) -> dict:
     return {"type": f["type"], "name": f["name"], "capability": f["capability"], "total_memory": f["total_memory"]}
 
 
-def run_precision(cfg: RunConfig, dev: dict) -> str:
+def run_precision(cfg: RunConfig, dev: dict, theory_only: bool = False) -> str:
     """The precision a run uses here: 'auto' resolved from the compute capability; fp16 under the T4 profile,
-    as on a real T4 (bf16 is refused there too)."""
+    as on a real T4 (bf16 is refused there too). ValueError for a precision this device does not run (bf16 on a
+    GPU without bf16 tensor cores; fp16 on a CPU, unless `theory_only`: an estimate runs nothing)."""
     cap = tuple(dev["capability"]) if dev["capability"] else None
     if dev["type"] == "cuda" and hardware.t4_profile_active():
         cap = (7, 5)                                   # behave as a T4 would
-    return resolve_precision(cfg.precision, dev["type"], cap)
+    precision = resolve_precision(cfg.precision, dev["type"], cap)
+    refusal = None if theory_only else run_precision_refusal(precision, dev["type"], cap)
+    if refusal:
+        raise ValueError(refusal)
+    return precision
 
 
 def device_labels(dev: dict) -> list[str]:
@@ -43,11 +48,13 @@ def device_labels(dev: dict) -> list[str]:
     return ["t4-profile"] if hardware.t4_profile_active() else []
 
 
-def run_setup(cfg: RunConfig, device: str | None = None) -> tuple[str, dict, str, list[str]]:
-    """Where and how a run happens: (device, its summary, the precision used, the labels that follow)."""
+def run_setup(cfg: RunConfig, device: str | None = None,
+              theory_only: bool = False) -> tuple[str, dict, str, list[str]]:
+    """Where and how a run happens: (device, its summary, the precision used, the labels that follow).
+    `theory_only`: for an estimate, which runs nothing here (fp16 is then not refused on a CPU)."""
     device = pick_device(device)
     dev = device_summary(device)
-    return device, dev, run_precision(cfg, dev), device_labels(dev)
+    return device, dev, run_precision(cfg, dev, theory_only), device_labels(dev)
 
 
 def budget_labels(cfg: RunConfig, dev: dict) -> list[str]:

@@ -70,23 +70,38 @@ class ModelSource:
     shape: ModelShape
 
 
+WEIGHTS = ("auto", "hub", "random")
+
+
+def _has_weight_files(model: str) -> bool:
+    return os.path.isdir(model) and any(f.endswith((".safetensors", ".bin")) for f in os.listdir(model))
+
+
+def check_weights(cfg: RunConfig, weights: str) -> None:
+    """Refuse, before anything loads, a `weights` choice this model cannot have (ValueError): an unknown word, or
+    "hub" (real weights, never a random stand-in) for a model that has none: the tiny stand-in, a bare config.json."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    preset = PRESETS.get(cfg.model)
+    real = preset.hub_id is not None if preset else _has_weight_files(cfg.model)
+    if weights == "hub" and not real:
+        raise ValueError(f"weights='hub' asks for real weights, and model {cfg.model!r} has none "
+                         f"({'a preset built locally only' if preset else 'no .safetensors or .bin beside its config'})"
+                         "; use weights='auto' or 'random'")
+
+
 def model_source(cfg: RunConfig, weights: str = "auto") -> ModelSource:
     """Decide what to load. weights: "auto" (hub when allowed and the preset has an id, else shape-only),
     "hub", or "random" (always shape-only)."""
-    if weights not in ("auto", "hub", "random"):
-        raise ValueError(f"weights must be auto, hub or random, got {weights!r}")
     shape = resolve_shape(cfg.model)
+    check_weights(cfg, weights)
     preset = PRESETS.get(cfg.model)
     if preset is None:
-        folder = cfg.model if os.path.isdir(cfg.model) else os.path.dirname(os.path.abspath(cfg.model))
-        has_weights = any(f.endswith((".safetensors", ".bin")) for f in os.listdir(folder))
-        if os.path.isdir(cfg.model) and has_weights and weights != "random":
+        if _has_weight_files(cfg.model) and weights != "random":
             return ModelSource(cfg.model, "checkpoint", None, shape)
         return ModelSource(shape_only_checkpoint(shape, cfg.seed, "custom"), "shape-only", None, shape)
     if preset.hub_id and weights != "random" and (weights == "hub" or hub_allowed()):
         return ModelSource(preset.hub_id, "hub", preset.hub_id, shape)
-    if weights == "hub":
-        raise ValueError(f"preset {cfg.model!r} has no hub weights")
     return ModelSource(shape_only_checkpoint(shape, cfg.seed, preset.name), "shape-only", None, shape)
 
 
