@@ -4,6 +4,10 @@ One display rule everywhere (CLI, lab, charts, lessons, checkers): binary units 
 `torch.cuda` and `nvidia-smi` count in), three significant figures, the largest unit that keeps the number ≥ 1,
 and a real minus sign (−) in changes.
 
+Where figures sit side by side (a row of the lab's tables, a chart's axis) they share one unit, so they compare at a
+glance: GiB when the largest of them is ≥ 1 GiB, MiB below (never KiB or bytes): `row_unit` picks it, `fmt_in`
+writes each figure in it. Memory budgets are always GiB (`fmt_budget`), the unit `memory_budget_gb` is set in.
+
     fmt_bytes(1_707_012)        → '1.63 MiB'
     fmt_bytes(15_835_660_288)   → '14.7 GiB'
     fmt_change(change(0.19, 1)) → '−81%'
@@ -62,6 +66,37 @@ def pick_unit(largest_bytes) -> tuple[str, int]:
         if largest >= scale:
             return unit, scale
     return "KiB", KiB
+
+
+def row_unit(*values) -> tuple[str, int]:
+    """The one unit for figures shown side by side: ('GiB', 1024³) when the largest is ≥ 1 GiB, else ('MiB', 1024²).
+    None and non-numbers are skipped. row_unit(900 * MiB, 2 * GiB) → GiB; row_unit(300 * KiB, None) → MiB."""
+    largest = max((abs(v) for v in values if _number(v)), default=0)
+    return ("GiB", GiB) if largest >= GiB else ("MiB", MiB)
+
+
+def fmt_in(n, unit: str) -> str:
+    """Bytes in a given unit ('MiB' or 'GiB'), three significant figures, no decimals from 100 up:
+    fmt_in(1_707_012, 'MiB') → '1.63 MiB'; fmt_in(307_200, 'MiB') → '0.293 MiB'; fmt_in(0, 'GiB') → '0 GiB';
+    None → '—'."""
+    if not _number(n):
+        return MISSING
+    v = n / {"GiB": GiB, "MiB": MiB, "KiB": KiB, "B": 1}[unit]
+    return f"{v:.0f} {unit}" if abs(v) >= 100 or v == 0 else f"{v:.3g} {unit}"
+
+
+def fmt_row(*values) -> list[str]:
+    """Each value in the unit `row_unit` picks for all of them: fmt_row(900 * MiB, 2 * GiB) → ['0.879 GiB',
+    '2 GiB']; fmt_row(3 * MiB, None) → ['3 MiB', '—']."""
+    unit, _ = row_unit(*values)
+    return [fmt_in(v, unit) for v in values]
+
+
+def fmt_budget(gib_value) -> str:
+    """A memory budget, always in GiB (the unit it is set in): 0.02 → '0.02 GiB'; None → 'none'."""
+    if gib_value is None:
+        return "none"
+    return f"{gib_value:g} GiB" if _number(gib_value) else str(gib_value)
 
 
 def change(new, old) -> float | None:

@@ -6,13 +6,15 @@
 
 Controls: gradient checkpointing, precision (only the formats this device runs natively; the others are named with
 the reason), micro-batch, gradient accumulation, GPUs (arithmetic only), sequence length, LoRA rank, and on a CPU a
-memory budget that turns an over-budget run into a simulated OOM. A live readout shows the effective batch
-(micro × accum × GPUs = N).
+memory budget in GiB (empty: none) that turns an over-budget run into a simulated OOM. A live readout shows the
+effective batch (micro × accum × GPUs = N).
 
 Run executes real optimizer steps in this kernel (`labkit.experiment.run`), then shows the memory chart (theory
 beside measured), a theory-vs-measured table with the seed's simple rule, step time measured vs predicted, the
-delta against the previous run, and a history table that exports to CSV. Everything stays inside the panel:
-errors and OOMs become messages, the button comes back, the kernel stays usable.
+delta against the previous run (naming that run and its settings), and a history table that exports to CSV. Bytes
+follow one rule: figures side by side share a unit, GiB from 1 GiB up, MiB below; budgets in GiB. Everything stays
+inside the panel: errors and OOMs become messages (each run starts them afresh), the button comes back, the kernel
+stays usable. Where widgets cannot show, the displayed panel is a text view saying how to enable them.
 
 Reference results: `labkit/reference/*.jsonl` hold records measured on some other machine. Choosing a set under
 "results from" (`use_reference(name)`) switches the model and every control to the values the set recorded; Replay
@@ -36,10 +38,12 @@ class Lab(LabController, LabView):
     Attributes tests and notebooks use: `controls` (dict: RunConfig field → widget), `run_button`, `progress`,
     `readout` (effective batch), `reference_dropdown` ("results from": live runs or a reference set),
     `reference_name` (the chosen set, None for live runs), `history` (records of this kernel, oldest first),
-    `messages` (strings, oldest first), `last_delta`, `last_compared_with`, `last_figure`, `chart_out`,
-    `result_html`, `delta_html`, `history_html`.
-    Methods: `config()`, `set(**values)`, `run(**values)`, `use_reference(name)`, `use_live()`,
-    `replay(records=None, name=None, **values)`, `to_csv(path=None)`, `history_rows()`.
+    `messages` (strings, oldest first; the panel shows those of the latest run or replay), `last_delta`,
+    `last_compared_with`, `last_figure`, `chart` (an Image holding the memory chart as PNG bytes), `result_html`,
+    `delta_html`, `messages_html`, `history_html`, `controls_box`.
+    Methods: `config()`, `set(**values)` (ValueError for a value the lab does not offer), `run(**values)`,
+    `use_reference(name)`, `use_live()`, `replay(records=None, name=None, **values)`, `to_csv(path=None)`,
+    `history_rows()`, `text_view()` (the panel as plain text, what a notebook without widgets shows).
     """
 
     def __init__(self, model: str | None = None, device: str | None = None, steps: int = 3, warmup: int = 1,

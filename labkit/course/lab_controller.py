@@ -2,9 +2,11 @@
 history of this kernel with each entry's delta against the one before it, the messages, and the CSV export.
 
 `LabController` is the non-widget half of `labkit.course.lab.Lab`; `LabView` is the other half. The controller owns
-`history`, `messages`, `busy`, `last_delta` and `last_compared_with`. From the view it uses the controls
-(`set()`, `config()`), the chosen reference set (`reference_name`, `reference_pool`, `use_reference()`) and the
-rendering (`_show_busy`, `_show_loading`, `_on_step`, `_show_outcome`, `_render_messages`, `_render_record`).
+`history`, `messages`, `busy`, `last_delta` and `last_compared_with`. Each run or replay starts the panel's message
+area afresh (an OOM's message does not linger through the next good run); `messages` keeps them all. From the view
+it uses the controls (`set()`, `config()`), the chosen reference set (`reference_name`, `reference_pool`,
+`use_reference()`) and the rendering (`_show_busy`, `_show_loading`, `_on_step`, `_show_outcome`, `_render_messages`,
+`_render_record`).
 Failures never escape: a failed run, an OOM or a record that cannot be shown becomes a message.
 """
 from __future__ import annotations
@@ -15,8 +17,9 @@ from collections.abc import Mapping
 from labkit.course.lab_controls import LIVE
 from labkit.report.reference import as_reference, matches, missing_combination_text, provenance, reference_sets
 from labkit.report.text import config_label, delta_text, history_csv, history_row, labels_text, lookup
-from labkit.units import fmt_bytes
+from labkit.units import fmt_row
 
+COMPARED_FIELDS = ("gradient_checkpointing", "micro_batch", "grad_accum", "precision", "seq_len")
 OOM_ADVICE = ("Change the micro-batch first (keep the effective batch with more accumulation), then the sequence "
               "length, then the LoRA rank.")
 
@@ -31,6 +34,7 @@ class LabController:
         self.history: list[dict] = []
         self.messages: list[str] = []
         self._levels: list[str] = []              # "info", "advice", "error" or "oom", one per message
+        self._shown_from = 0                      # the panel shows messages[_shown_from:], the latest action's
         self.last_delta = "no run yet"
         self.last_compared_with = None
         self.busy = False
@@ -40,6 +44,11 @@ class LabController:
         self._levels.append(level)
         self._render_messages()
 
+    def _fresh_messages(self):
+        """A new action begins: the panel's message area starts empty (the old messages stay in `messages`)."""
+        self._shown_from = len(self.messages)
+        self._render_messages()
+
     # -- running -------------------------------------------------------------------------------------------------------
     def run(self, **values) -> dict | None:
         """Press Run: set any given controls, run real steps, show the results. Returns the record, or None when
@@ -47,6 +56,7 @@ class LabController:
         if self.busy:
             self._say("info", "a run is already in progress: wait for it to finish")
             return None
+        self._fresh_messages()
         if self.reference_name is not None:
             self._say("info", f"nothing runs while reference set '{self.reference_name}' is chosen: press Replay "
                               f"to see its record, or choose '{LIVE}' under 'results from' (panel.use_live()) "
@@ -105,6 +115,7 @@ class LabController:
         """Replay reference results; returns what was added to the history.
         Without `records`: switch to the set `name` (if given), set any given controls, and show the set's record
         for these settings. With `records` (a record or a list): add them all, labelled "reference"."""
+        self._fresh_messages()
         if records is not None:
             chosen = [as_reference(r) for r in ([records] if isinstance(records, Mapping) else list(records))]
         else:
@@ -159,7 +170,8 @@ class LabController:
     def _show(self, record: dict):
         """The delta against the previous comparable entry, the messages for this one, then the panel."""
         prev = self._previous(record)
-        self.last_delta = delta_text(prev, record)
+        self.last_delta = delta_text(prev, record, names=(f"run {record['lab']['run']}",
+                                                          f"run {prev['lab']['run']}" if prev else ""))
         self.last_compared_with = compared_with(prev, record)
         status = record.get("status")
         where = f" ({record['lab']['provenance']})" if record["lab"]["provenance"] else ""
@@ -188,7 +200,8 @@ class LabController:
 
 
 def compared_with(previous: dict | None, record: dict) -> str:
-    """Which entry the delta line compares against: 'run 3 (the previous replay of set 'x')'."""
+    """Which entry the delta line compares against, with its settings:
+    "run 3 (gc on · mb 2 · ga 4 · fp16 · seq 512, the previous replay of set 'x')"."""
     ref_set = record.get("reference_set")
     if record["lab"]["source"] == "run":
         kind = "the previous live run"
@@ -196,7 +209,9 @@ def compared_with(previous: dict | None, record: dict) -> str:
         kind = f"the previous replay of set '{ref_set}'"
     else:
         kind = "the previous replayed record"
-    return f"run {previous['lab']['run']} ({kind})" if previous else f"nothing yet (no {kind[4:]})"
+    if previous is None:
+        return f"nothing yet (no {kind[4:]})"
+    return f"run {previous['lab']['run']} ({config_label(previous, COMPARED_FIELDS)}, {kind})"
 
 
 def oom_text(record: dict) -> str:
@@ -205,7 +220,7 @@ def oom_text(record: dict) -> str:
     if record["lab"]["source"] == "reference":
         short = ". ".join(error.split(". ")[:2]).rstrip(".")
         return (f"run {record['lab']['run']} ({record['lab']['provenance']}): out of memory when it was recorded: "
-                f"{short}. Theory's peak for it: {fmt_bytes(lookup(record, 'theory', 'peak'))}. {OOM_ADVICE}")
+                f"{short}. Theory's peak for it: {fmt_row(lookup(record, 'theory', 'peak'))[0]}. {OOM_ADVICE}")
     simulated = "simulated-oom" in (record.get("labels") or [])
     return (f"out of memory{' (simulated: over the declared budget)' if simulated else ''}: {error}. The kernel is "
             f"fine, memory was freed. {OOM_ADVICE}")

@@ -6,21 +6,26 @@ not offer, before anything is changed. Widgets only: nothing here runs or draws.
 """
 from __future__ import annotations
 
+import math
+
 import ipywidgets as W
 
 from labkit.config import RunConfig, native_bf16, resolve_precision
 from labkit.report.reference import MATCHED_FIELDS, closest_record, recorded_precisions, recorded_values
 
 LIVE = "live runs in this kernel"     # the "results from" choice that runs in this kernel instead of replaying
-LEFT_CONTROLS = ("gradient_checkpointing", "precision", "micro_batch", "grad_accum", "num_gpus")
+BUDGET = "memory_budget_gb"           # the CPU's budget control: a text box, empty for no budget
 
 
 def style() -> dict:
-    return {"description_width": "150px"}
+    """Labels 130 px wide: the longest, "grad accumulation", is ~115 px at the widgets' 13 px font."""
+    return {"description_width": "130px"}
 
 
 def wide() -> W.Layout:
-    return W.Layout(width="340px")
+    """A control that shares a wrapping row with others: 260 px or more, growing to fill the row, never wider than
+    the panel. Two fit side by side in a 600 px column, three in a 900 px one, one per line below 520 px."""
+    return W.Layout(width="auto", flex="1 1 260px", min_width="240px", max_width="100%")
 
 
 # ---- precision: only what the device runs natively -------------------------------------------------------------------
@@ -84,10 +89,44 @@ def live_controls(b: RunConfig, on_gpu: bool, precision_options) -> dict:
                              layout=wide()),
     }
     if not on_gpu:
-        controls["memory_budget_gb"] = W.BoundedFloatText(
-            value=b.memory_budget_gb or 0.0, min=0.0, max=1e6, step=0.01, description="budget GiB (0 = none)",
-            style=style(), layout=wide())
+        controls[BUDGET] = W.Text(value=budget_text(b.memory_budget_gb), placeholder="none", continuous_update=False,
+                                  description="budget (GiB)", style=style(), layout=wide())
+    for name, widget in controls.items():
+        widget.add_class(f"labkit-{name.replace('_', '-')}")
+    controls["gradient_checkpointing"].add_class("labkit-checkpointing")
     return controls
+
+
+# ---- the memory budget: GiB in a text box, empty for none ------------------------------------------------------------
+def budget_text(gib) -> str:
+    """What the budget box shows for a budget in GiB: '' for none, else the number as Python writes it (0.02)."""
+    return "" if gib is None else repr(float(gib))
+
+
+def budget_value(text: str, base: RunConfig | None = None) -> float | None:
+    """The budget a box's text asks for: None when empty; ValueError, in words, for anything that is not a finite
+    number of GiB. Whether the number is allowed (> 0) is RunConfig's to say, through `base.replace`."""
+    text = (text or "").strip()
+    if not text or text.lower() == "none":
+        return None
+    try:
+        gib = float(text)
+    except ValueError:
+        raise ValueError(f"memory budget {text!r} is not a number of GiB (e.g. 0.02); leave it empty for no budget")
+    return checked_budget(gib, base)
+
+
+def checked_budget(gib, base: RunConfig | None = None) -> float | None:
+    """A budget given to `set()`: None (no budget) or a finite number of GiB that RunConfig accepts."""
+    if gib is None:
+        return None
+    if isinstance(gib, bool) or not isinstance(gib, (int, float)) or not math.isfinite(gib):
+        raise ValueError(f"memory_budget_gb must be a finite number of GiB, or None for no budget; got {gib!r}")
+    try:
+        (base or RunConfig()).replace(memory_budget_gb=float(gib))
+    except ValueError as e:
+        raise ValueError(f"{e} (None means no budget)") from None
+    return float(gib)
 
 
 def reference_controls(pool: list, live: dict) -> dict:
@@ -102,7 +141,7 @@ def reference_controls(pool: list, live: dict) -> dict:
         gc = W.Dropdown(options=[("on" if v else "off", v) for v in gc_values],
                         value=start["gradient_checkpointing"], description="gradient checkpointing", style=style(),
                         layout=wide())
-    return {
+    controls = {
         "gradient_checkpointing": gc,
         "precision": W.Dropdown(options=recorded_precisions(pool), value=start["precision"],
                                 description="precision", style=style(), layout=wide()),
@@ -117,14 +156,18 @@ def reference_controls(pool: list, live: dict) -> dict:
         "lora_r": W.Dropdown(options=recorded_values(pool, "lora_r"), value=start["lora_r"],
                              description="LoRA rank r", style=style(), layout=wide()),
     }
+    for name, widget in controls.items():
+        widget.add_class(f"labkit-{name.replace('_', '-')}")
+    controls["gradient_checkpointing"].add_class("labkit-checkpointing")
+    return controls
 
 
 # ---- reading and setting them ----------------------------------------------------------------------------------------
 def config_from(controls: dict, base: RunConfig) -> RunConfig:
     """The RunConfig the controls describe on top of `base` (ValueError if they describe a bad one)."""
     changes = {name: w.value for name, w in controls.items()}
-    budget = changes.pop("memory_budget_gb", None)
-    changes["memory_budget_gb"] = float(budget) if budget else None
+    if BUDGET in changes:
+        changes[BUDGET] = budget_value(changes[BUDGET], base)
     return base.replace(**changes)
 
 
@@ -138,9 +181,12 @@ def checked_values(controls: dict, values: dict, reference_name: str | None = No
     for name, value in values.items():
         if name not in controls:
             raise ValueError(f"the lab has no control {name!r}{replaying}; controls: {', '.join(controls)}")
-        if name == "memory_budget_gb" and value is None:
-            value = 0.0
         widget = controls[name]
+        if name == BUDGET:
+            checked.append((widget, budget_text(checked_budget(value))))
+            continue
+        if isinstance(widget, W.Checkbox) and not isinstance(value, bool):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
         allowed = getattr(widget, "options", None)
         if allowed is not None:
             values_ok = [o[1] if isinstance(o, tuple) else o for o in allowed]

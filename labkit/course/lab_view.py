@@ -4,35 +4,52 @@ controller decided (messages, the delta line, the result table, the memory chart
 `LabView` is the VBox half of `labkit.course.lab.Lab`; `LabController` is the other half. The view owns the widgets,
 `model`/`base` (what the controls start from) and the chosen reference set (`reference_name`, `reference_pool`).
 From the controller it reads `busy`, `history`, `messages`, `last_delta`, `last_compared_with` and `steps`, and
-calls `run()`, `replay()`, `to_csv()` and `_say()` (its buttons, and problems worth a message).
+calls `run()`, `replay()`, `to_csv()`, `_say()` and `_fresh_messages()` (its buttons, and problems worth a message).
 
-Only core ipywidgets and static PNG charts inside an `Output` are used, so the panel works in JupyterLab and in
-Colab (ipywidgets 7 or 8) without a custom widget manager.
+Only core ipywidgets, and no `Output` widget (front ends differ most in how they capture output; classic Notebook 6
+showed an empty panel): text is `HTML`, the chart is PNG bytes in an `Image`. So the panel shows the same in
+JupyterLab, Notebook 7 and 6, VS Code and Colab, with ipywidgets 7 or 8. Where widgets do not show at all, the
+displayed panel falls back to its text view (`labkit.course.lab_text`), which says how to enable them.
+
+Layout: every row wraps (flex-wrap) and no width is fixed wider than a ~520 px column, so at 1024 px with
+JupyterLab's side bar open nothing scrolls sideways. CSS classes name the parts for browser tests: labkit-lab,
+labkit-controls, labkit-run, labkit-checkpointing, labkit-replay, labkit-chart, labkit-table, labkit-delta,
+labkit-messages, labkit-history.
 """
 from __future__ import annotations
 
-import base64
-import io
-
 import ipywidgets as W
+from traitlets import TraitError
 
 from labkit.config import RunConfig
-from labkit.course.lab_controls import (LEFT_CONTROLS, LIVE, checked_values, config_from, live_controls,
-                                        precision_choices, reference_controls, style, wide)
+from labkit.course.lab_controls import (BUDGET, LIVE, budget_value, checked_values, config_from, live_controls,
+                                        precision_choices, reference_controls)
+from labkit.course.lab_text import text_view
 from labkit.report import charts
 from labkit.report.html import LABEL_NOTES, esc, history_table_html, result_table_html
 from labkit.report.reference import load_reference, reference_sets
-from labkit.report.text import config_label
-from labkit.units import fmt_bytes
+from labkit.units import fmt_row
 
 MESSAGE_COLORS = {"info": "#333", "advice": "#8a6d3b", "error": "#b2182b", "oom": "#b2182b"}
+BLOCK = "line-height:1.4"        # widgets' HTML inherits a 28 px line height: each block sets its own
+
+
+def row(children, cls: str | None = None, **layout) -> W.HBox:
+    """A row that wraps onto a second line rather than scrolling sideways."""
+    box = W.HBox(children, layout=W.Layout(flex_flow="row wrap", align_items="center", width="100%", **layout))
+    if cls:
+        box.add_class(cls)
+    return box
 
 
 class LabView(W.VBox):
     """The widgets of the lab. See `labkit.course.lab.Lab` for the attributes tests and notebooks use."""
 
+    _ipython_display_ = None     # ipywidgets 7 displays through this; both 7 and 8 then use _repr_mimebundle_
+
     def __init__(self, facts: dict, model: str | None = None, base: RunConfig | None = None):
-        super().__init__()
+        super().__init__(layout=W.Layout(width="100%", max_width="980px"))
+        self.add_class("labkit-lab")
         self.facts = facts
         on_gpu = facts["type"] == "cuda"
         self.model = model or (base.model if base else ("llama-3.2-1b" if on_gpu else "tiny"))
@@ -44,6 +61,27 @@ class LabView(W.VBox):
         self.reference_pool: list[dict] = []
         self._build(on_gpu)
 
+    # -- what a notebook shows -----------------------------------------------------------------------------------------
+    def _repr_mimebundle_(self, include=None, exclude=None, **kwargs):
+        """The widget for front ends that render widgets; for the others, `text/plain` is the lab's text view
+        (settings, latest results, messages) with a line saying how to make the widgets show."""
+        bundle = {}
+        parent = getattr(super(), "_repr_mimebundle_", None)          # ipywidgets 8
+        if parent is not None:
+            bundle = dict(parent(**kwargs) or {})
+        elif self._view_name is not None:                               # ipywidgets 7: the same view bundle
+            bundle["application/vnd.jupyter.widget-view+json"] = {"version_major": 2, "version_minor": 0,
+                                                                  "model_id": self._model_id}
+        try:
+            bundle["text/plain"] = self.text_view()
+        except Exception as e:  # noqa: BLE001 — the fallback must never be why nothing shows
+            bundle["text/plain"] = f"QLoRA Memory Lab (its text view failed: {type(e).__name__}: {e})"
+        return bundle
+
+    def text_view(self) -> str:
+        """The lab as plain text: what a front end without widgets shows, and `print(panel.text_view())`."""
+        return text_view(self)
+
     # -- layout --------------------------------------------------------------------------------------------------------
     def _build(self, on_gpu: bool):
         options, self._live_precision_notes = precision_choices(self.facts["type"], self.facts["capability"])
@@ -51,49 +89,73 @@ class LabView(W.VBox):
         self.readout = W.HTML()
         self._live_controls = live_controls(self.base, on_gpu, options)
         self._watch_readout(self._live_controls)
+        if BUDGET in self._live_controls:
+            self._live_controls[BUDGET].observe(self._on_budget_typed, names="value")
         self.controls = self._live_controls
 
         self.run_button = W.Button(description="Run", button_style="primary", icon="play",
                                    tooltip="run real optimizer steps with these settings")
+        self.run_button.add_class("labkit-run")
         self.run_button.on_click(lambda _: self.run())
         self.progress = W.IntProgress(value=0, min=0, max=self.steps, description="idle",
-                                      layout=W.Layout(width="340px"))
+                                      style={"description_width": "110px"},
+                                      layout=W.Layout(width="auto", flex="1 1 220px", max_width="380px"))
         self.reference_dropdown = W.Dropdown(options=[LIVE] + reference_sets(), value=LIVE,
-                                             description="results from", style=style(), layout=wide())
+                                             description="results from", style={"description_width": "90px"},
+                                             layout=W.Layout(width="auto", flex="1 1 380px", min_width="240px",
+                                                             max_width="100%"))
+        self.reference_dropdown.add_class("labkit-source")
         self.reference_dropdown.observe(self._on_source_chosen, names="value")
         self.replay_button = W.Button(description="Replay reference", icon="history",
                                       tooltip="show the recorded result for these settings")
+        self.replay_button.add_class("labkit-replay")
         self.replay_button.on_click(lambda _: self.replay())
-        self.export_path = W.Text(value="lab_history.csv", description="CSV file", style=style(), layout=wide())
+        self.export_path = W.Text(value="lab_history.csv", description="CSV file", style={"description_width": "70px"},
+                                  layout=W.Layout(width="auto", flex="1 1 240px", max_width="420px"))
         self.export_button = W.Button(description="Export CSV", icon="download")
         self.export_button.on_click(lambda _: self._export_clicked())
 
         self.banner = W.HTML(self._banner_html())
         self.notes_html = W.HTML(self._notes_html())
         self.messages_html = W.HTML()
+        self.messages_html.add_class("labkit-messages")
         self.delta_html = W.HTML()
+        self.delta_html.add_class("labkit-delta")
         self.result_html = W.HTML()
-        self.chart_out = W.Output()
+        self.result_html.add_class("labkit-table")
+        # 960 × 660 px drawn, shown at the column's width up to 760 px: ≥ 412 px tall in a 600 px column
+        self.chart = W.Image(format="png", layout=W.Layout(width="100%", max_width="760px", height="auto",
+                                                          display="none"))
+        self.chart.add_class("labkit-chart")
         self.history_html = W.HTML(history_table_html(self.history))
+        self.history_html.add_class("labkit-history")
 
-        self._left, self._right = W.VBox(), W.VBox()
+        self._controls_row = row([], "labkit-controls-row")
+        self.controls_box = W.VBox([self._controls_row, self.readout, self.notes_html],
+                                   layout=W.Layout(width="100%"))
+        self.controls_box.add_class("labkit-controls")
         self._place_controls()
         self._sync_buttons()
-        actions = W.HBox([self.run_button, self.progress])
-        replay_row = W.HBox([self.reference_dropdown, self.replay_button])
-        export_row = W.HBox([self.export_path, self.export_button])
-        self.children = (self.banner, W.HBox([self._left, self._right]), actions, replay_row, self.messages_html,
-                         self.delta_html, W.HBox([self.chart_out, self.result_html]), self.history_html, export_row)
+        self.children = (self.banner, self.controls_box, row([self.run_button, self.progress]),
+                         row([self.reference_dropdown, self.replay_button]), self.messages_html, self.delta_html,
+                         self.chart, self.result_html, self.history_html,
+                         row([self.export_path, self.export_button]))
 
     def _watch_readout(self, controls: dict):
         for name in ("micro_batch", "grad_accum", "num_gpus"):
             controls[name].observe(self._update_readout, names="value")
 
     def _place_controls(self):
-        self._left.children = [self.controls[k] for k in LEFT_CONTROLS] + [self.readout]
-        self._right.children = ([w for k, w in self.controls.items() if k not in LEFT_CONTROLS]
-                                + [self.notes_html])
+        self._controls_row.children = list(self.controls.values())
         self._update_readout()
+
+    def _on_budget_typed(self, change):
+        """A budget typed into the box: one message when it is not one (Run would refuse it too)."""
+        try:
+            budget_value(change["new"], self.base)
+        except ValueError as e:
+            self._fresh_messages()
+            self._say("error", f"settings rejected: {e}")
 
     def _sync_buttons(self):
         replaying = self.reference_name is not None
@@ -113,13 +175,13 @@ class LabView(W.VBox):
                      f"what the set recorded. Choose “{esc(LIVE)}” under “results from” to run here.")
         elif f["type"] == "cuda":
             cc = ".".join(map(str, f["capability"] or []))
-            where = (f"GPU: <b>{esc(f['name'])}</b> (compute capability {cc}, {fmt_bytes(f['total_memory'])}) · "
+            where = (f"GPU: <b>{esc(f['name'])}</b> (compute capability {cc}, {fmt_row(f['total_memory'])[0]}) · "
                      f"model <b>{esc(self.model)}</b>")
         else:
             where = (f"<b>No GPU</b>: the lab runs on the CPU with the <b>{esc(self.model)}</b> model, a stand-in "
                      "with random weights. Memory figures are real measurements of that stand-in; step times are "
                      "CPU times. To see a GPU, replay a reference set recorded on one.")
-        return f"<h4 style='margin:4px 0'>QLoRA Memory Lab</h4><div>{where}</div>"
+        return f"<div style='{BLOCK}'><h4 style='margin:4px 0'>QLoRA Memory Lab</h4><div>{where}</div></div>"
 
     def _notes_html(self) -> str:
         if self.reference_name is None:
@@ -130,7 +192,10 @@ class LabView(W.VBox):
             labels = dict.fromkeys(x for r in pool for x in r.get("labels") or [] if x in LABEL_NOTES)
             notes = ([f"the set recorded {len(pool)} runs, {ooms} of them out of memory"]
                      + [f"{x}: {LABEL_NOTES[x]}" for x in labels])
-        return "".join(f"<div style='color:#555;font-size:90%'>· {esc(n)}</div>" for n in notes)
+        if BUDGET in self.controls:
+            notes = list(notes) + ["budget (GiB), CPU only: a run whose resident memory + saved activations exceed "
+                                   "it becomes a simulated OOM; empty means no budget"]
+        return "".join(f"<div style='color:#555;font-size:90%;{BLOCK}'>· {esc(n)}</div>" for n in notes)
 
     def _update_readout(self, *_):
         c = self.controls
@@ -140,7 +205,7 @@ class LabView(W.VBox):
             text = f"effective batch: <b>{esc(cfg.effective_batch_text)}</b> sequences per optimizer step"
         except ValueError as e:
             text = f"effective batch: {esc(e)}"
-        self.readout.value = text
+        self.readout.value = f"<div style='{BLOCK}'>{text}</div>"
 
     # -- the controls: live runs or a reference set --------------------------------------------------------------------
     def use_reference(self, name: str):
@@ -191,9 +256,18 @@ class LabView(W.VBox):
 
     def set(self, **values):
         """Set controls by RunConfig field name: lab.set(gradient_checkpointing=False, micro_batch=4).
-        Every value is checked before any is applied, so a bad one leaves the lab as it was."""
-        for widget, value in checked_values(self.controls, values, self.reference_name, self.precision_notes):
-            widget.value = value
+        Every value is checked before any is applied, so a bad one leaves the lab as it was: ValueError, in words
+        (never the widgets' TraitError). memory_budget_gb=None means no budget; 0, negative, nan or inf are
+        refused."""
+        checked = checked_values(self.controls, values, self.reference_name, self.precision_notes)
+        before = [(widget, widget.value) for widget, _ in checked]
+        try:
+            for widget, value in checked:
+                widget.value = value
+        except TraitError as e:                     # a value its widget refuses after all: undo, then say so
+            for widget, old in before:
+                widget.value = old
+            raise ValueError(f"a control refused the value: {str(e).splitlines()[0]}") from None
         return self
 
     # -- showing what happened -----------------------------------------------------------------------------------------
@@ -227,36 +301,33 @@ class LabView(W.VBox):
             self.progress.description = {"ok": "done", "oom": "OOM"}.get(status, "error")
 
     def _render_messages(self):
-        items = list(zip(self._levels, self.messages))[-8:]
+        """The messages of the latest action (run, replay, entry), last 8: older ones stay in `messages`."""
+        items = list(zip(self._levels, self.messages))[self._shown_from:][-8:]
         self.messages_html.value = "".join(
-            f"<div style='color:{MESSAGE_COLORS.get(lv, '#333')}'>{esc(msg)}</div>" for lv, msg in items)
+            f"<div style='color:{MESSAGE_COLORS.get(lv, '#333')};{BLOCK}'>{esc(msg)}</div>" for lv, msg in items)
 
     def _render_record(self, record, previous):
         """The delta line, the result table, the memory chart and the history, for the newest entry."""
         tags = " · ".join(record.get("labels") or [])
-        self.delta_html.value = (f"<div style='margin:4px 0'><b>Δ vs {esc(self.last_compared_with)}:</b> "
-                                 f"{esc(self.last_delta)}"
+        self.delta_html.value = (f"<div style='margin:4px 0;{BLOCK}'><b>Δ run {record['lab']['run']} vs "
+                                 f"{esc(self.last_compared_with)}:</b> {esc(self.last_delta)}"
                                  + (f" <span style='color:#777'>[{esc(tags)}]</span>" if tags else "") + "</div>")
         self.result_html.value = result_table_html(record, previous)
         self._draw(record)
         self.history_html.value = history_table_html(self.history)
 
     def _draw(self, record):
+        """The memory chart of the entry, as PNG bytes in the Image (nothing depends on output capture)."""
+        title = record["lab"]["provenance"]
         try:
-            fig = charts.memory_components_chart(record)
+            fig, png = charts.memory_chart_png(record, title=f"Where the memory goes — {title}" if title else None)
         except Exception as e:  # noqa: BLE001 — a chart that cannot be drawn is a message, not a crash
+            self.chart.layout.display = "none"
             self._say("error", f"chart not drawn: {type(e).__name__}: {e}")
             return
-        title = record["lab"]["provenance"]
-        if title:
-            fig.suptitle(f"Where the memory goes — {title}", fontsize=9)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=80)
         self.last_figure = fig
-        png = base64.b64encode(buf.getvalue()).decode("ascii")
-        self.chart_out.outputs = ({"output_type": "display_data",
-                                   "data": {"image/png": png, "text/plain": "memory chart: " + config_label(record)},
-                                   "metadata": {}},)
+        self.chart.value = png
+        self.chart.layout.display = None
 
     def _export_clicked(self):
         path = self.export_path.value.strip() or "lab_history.csv"

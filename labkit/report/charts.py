@@ -11,12 +11,25 @@ activations + logits.
 """
 from __future__ import annotations
 
+import io
+import textwrap
+
 from matplotlib.figure import Figure
 
 from labkit.report.text import COMPONENTS, component_values, config_label, lookup, status_of, sweep_labels, theory_saved
-from labkit.units import change, fmt_change, pick_unit, ratio
+from labkit.units import change, fmt_change, pick_unit, ratio, row_unit
 
 THEORY_COLOR, MEASURED_COLOR, RULE_COLOR, BAD_COLOR = "#9ecae1", "#e6550d", "#bdbdbd", "#b2182b"
+# font sizes of the memory chart, in points. The lab shows it 6.4 in wide, scaled to a ~600 px column: one point is
+# then 600 / (6.4 × 72) = 1.3 px, so 8 pt bar labels are 10.4 px on screen and 9 pt ticks 11.7 px
+TICK_PT, LABEL_PT, BAR_PT, TITLE_PT = 9, 9, 8, 10
+
+
+def wrapped(text: str, width_in: float, fontsize: float) -> str:
+    """`text` broken into lines that fit `width_in` inches at `fontsize` points (a character is ~0.55 em wide),
+    so a long title wraps instead of running off the figure. Never breaks inside a word or at a hyphen."""
+    per_line = max(20, int(width_in * 72 / (fontsize * 0.55)))
+    return textwrap.fill(text, per_line, break_on_hyphens=False, break_long_words=False)
 
 
 def _title_suffix(records) -> str:
@@ -33,22 +46,21 @@ def _title_suffix(records) -> str:
 def _draw_components(ax, record):
     values = component_values(record)
     rule = lookup(record, "theory", "simple_rule_activations")
-    largest = max([v for pair in values.values() for v in pair if v is not None] + [rule or 0])
-    unit, scale = pick_unit(largest)
-    width = 0.3
+    unit, scale = row_unit(*[v for pair in values.values() for v in pair], rule)     # one axis: GiB or MiB
+    width = 0.38                     # 0.35 in at the lab's 6.4 in: room for a "0.438" label at 8 pt (0.28 in)
     xs = range(len(COMPONENTS))
     legend_done = set()
     measured_any = any(m is not None for _, m in values.values())
 
     def not_measured(x):   # only worth saying per bar when the run measured something else
         if measured_any:
-            ax.text(x, 0, "not\nmeasured", ha="center", va="bottom", fontsize=6, color="gray")
+            ax.text(x, 0, "not\nmeasured", ha="center", va="bottom", fontsize=BAR_PT - 1, color="gray")
 
     def bar(x, value, label, **style):
         shown = label if label not in legend_done else None
         legend_done.add(label)
         rect = ax.bar(x, value / scale, width, label=shown, **style)
-        ax.bar_label(rect, fmt="%.3g", fontsize=6, padding=1)
+        ax.bar_label(rect, fmt="%.3g", fontsize=BAR_PT, padding=1)
 
     for x, name in zip(xs, COMPONENTS):
         theory, measured = values[name]
@@ -62,7 +74,7 @@ def _draw_components(ax, record):
                               edgecolor="black", linewidth=0.5, hatch="..",
                               label=None if "theory: logits part" in legend_done else "theory: logits part")
                 legend_done.add("theory: logits part")
-                ax.bar_label(rect, labels=[f"{(acts + logits) / scale:.3g}"], fontsize=6, padding=1)
+                ax.bar_label(rect, labels=[f"{(acts + logits) / scale:.3g}"], fontsize=BAR_PT, padding=1)
             elif theory is not None:
                 bar(x - width, theory, "theory", color=THEORY_COLOR, edgecolor="black", linewidth=0.5)
             if measured is not None:
@@ -84,14 +96,18 @@ def _draw_components(ax, record):
             not_measured(x + offset)
 
     ticks = [c if c != "logits" else "logits\n(measured in saved)" for c in COMPONENTS]
-    ax.set_xticks(list(xs), ticks, rotation=20, fontsize=8)
-    ax.set_ylabel(unit)
-    ax.legend(fontsize=7)
+    ax.set_xticks(list(xs), ticks, rotation=20, ha="right", rotation_mode="anchor", fontsize=TICK_PT)
+    ax.tick_params(axis="y", labelsize=TICK_PT)
+    ax.set_ylabel(unit, fontsize=LABEL_PT)
+    ax.legend(fontsize=BAR_PT)
+    ax.margins(y=0.12)                      # room above the tallest bar for its label
     status = status_of(record)
-    head = config_label(record) + ("" if status == "ok" else f" — {status.upper()}")
+    head = config_label(record) + ("" if status == "ok" else f" —\u00a0{status.upper()}")
     if not measured_any:
         head += " — theory only, nothing measured"
-    ax.set_title(head + _title_suffix([record]), fontsize=9)
+    columns = ax.get_subplotspec().get_gridspec().ncols if ax.get_subplotspec() else 1
+    ax.set_title(wrapped(head + _title_suffix([record]), ax.figure.get_figwidth() / columns, TITLE_PT),
+                 fontsize=TITLE_PT)
     return ax
 
 
@@ -115,6 +131,20 @@ def memory_components_chart(record_or_records, ax=None, save=None):
     if save:
         fig.savefig(save, dpi=110)
     return fig
+
+
+def memory_chart_png(record, title: str | None = None, width_in: float = 6.4, height_in: float = 4.4,
+                     dpi: int = 150) -> tuple[Figure, bytes]:
+    """The lab's memory chart of one record: (figure, PNG bytes). Drawn 6.4 × 4.4 in at 150 dpi (960 × 660 px), so
+    shown at the full width of a 600 px column it is 600 × 4.4 / 6.4 = 412 px tall with its text ≥ 10 px (see
+    TICK_PT); `title` goes above it, wrapped to the width."""
+    fig = Figure(figsize=(width_in, height_in), layout="constrained")
+    _draw_components(fig.subplots(), record)
+    if title:
+        fig.suptitle(wrapped(title, width_in, TITLE_PT), fontsize=TITLE_PT)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return fig, buf.getvalue()
 
 
 # ---- chart 2: a sweep ------------------------------------------------------------------------------------------------

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import html
 
-from labkit.report.text import history_row, labels_text, lookup, theory_saved
-from labkit.units import MISSING, fmt_bytes
+from labkit.report.text import (PEAK, SAVED, STEP_TIME, config_label, history_row, labels_text, lookup,
+                                theory_saved)
+from labkit.units import MISSING, fmt_budget, fmt_row
 
 # what each stand-in label means: the notes under the result table and the reference set's controls
 LABEL_NOTES = {
@@ -25,9 +26,22 @@ LABEL_NOTES = {
 }
 HELD_BEFORE_SOURCES = {"cuda-allocator": "the CUDA allocator's count: every tensor on this GPU, yours included",
                        "live-tensors": "live tensors found in this process"}
-_CELL = "<td style='padding:1px 6px'>{}</td>"
-_NUMBER = "<td style='padding:1px 6px;text-align:right'>{}</td>"
-_NOTE = "<div style='font-size:85%;color:#555'>{}</div>"
+# the rows of the result table that are not one of the delta line's quantities
+LAYERS_PART, LOGITS_PART = "└ of it: layers", "└ of it: logits (fp32)"
+SIMPLE_RULE = "seed's rule b·s·h·L·2"
+IN_TOTAL = "in the total"
+RESULT_FIELDS = ("gradient_checkpointing", "micro_batch", "grad_accum", "precision", "seq_len", "lora_r")
+
+# Widgets' HTML content inherits a 28 px line height and lives in a column as narrow as ~600 px: every block sets
+# its own line height, every table cell stays on one line (so the tables are kept to few, short columns), and the
+# notes under a table wrap.
+_BLOCK = "line-height:1.4;max-width:100%"
+_TABLE = "font-size:90%;border-collapse:collapse"
+_CELL = "<td style='padding:1px 6px;white-space:nowrap'>{}</td>"
+_NUMBER = "<td style='padding:1px 6px;white-space:nowrap;text-align:right'>{}</td>"
+_ROW_NAME = "<th scope='row' style='padding:1px 6px;white-space:nowrap;text-align:left;font-weight:normal'>{}</th>"
+_HEAD = "style='padding:1px 6px;white-space:nowrap;text-align:left'"
+_NOTE = "<div style='font-size:85%;color:#555;line-height:1.35'>{}</div>"
 
 
 def esc(text) -> str:
@@ -54,8 +68,10 @@ def predicted_step_time(record, previous=None) -> tuple[float | None, str]:
     return None, "no previous run on this device to scale from, and no data-sheet peak for it"
 
 
-def _memory_rows(record) -> list[tuple[str, object, str, object]]:
-    """(component, theory bytes, the seed's rule as text, measured bytes) per table row."""
+def _memory_rows(record) -> list[tuple[str, object, object]]:
+    """(quantity, theory bytes, measured bytes) per memory row of the result table. "saved activations" is the total
+    autograd kept (layers + logits), the quantity the delta line compares; its parts follow, measured only inside
+    it, then the seed's simple rule for the layers part."""
     th = record.get("theory") or {}
     m = record.get("measured") or {}
     res = m.get("resident") or {}
@@ -65,15 +81,37 @@ def _memory_rows(record) -> list[tuple[str, object, str, object]]:
         return None if all(v is None for v in vals) else sum(v or 0 for v in vals)
 
     return [
-        ("weights (4-bit + 16-bit parts)", th.get("weights"), "", resident("quantized_weights", "unquantized_weights")),
-        ("LoRA adapters (fp32)", th.get("lora"), "", res.get("lora")),
-        ("LoRA gradients", th.get("gradients"), "", res.get("gradients")),
-        ("optimizer state", th.get("optimizer"), "", res.get("optimizer")),
-        ("saved activations (layers)", th.get("activations"), fmt_bytes(th.get("simple_rule_activations")), None),
-        ("logits for the loss (fp32)", th.get("logits"), "", None),
-        ("saved for backward, total", theory_saved(record), "", m.get("saved_activation_bytes")),
-        ("peak allocated", th.get("peak"), "", m.get("peak_allocated_bytes")),
+        ("weights (4-bit + 16-bit)", th.get("weights"), resident("quantized_weights", "unquantized_weights")),
+        ("LoRA adapters (fp32)", th.get("lora"), res.get("lora")),
+        ("LoRA gradients", th.get("gradients"), res.get("gradients")),
+        ("optimizer state", th.get("optimizer"), res.get("optimizer")),
+        (SAVED, theory_saved(record), m.get("saved_activation_bytes")),
+        (LAYERS_PART, th.get("activations"), IN_TOTAL),
+        (LOGITS_PART, th.get("logits"), IN_TOTAL),
+        (SIMPLE_RULE, th.get("simple_rule_activations"), None),
+        (PEAK, th.get("peak"), m.get("peak_allocated_bytes")),
     ]
+
+
+def result_rows(record, previous=None) -> tuple[list[tuple[str, str, str]], str]:
+    """([(quantity, theory, measured)] as display text, how the step time was predicted). One unit per row
+    (`labkit.units.fmt_row`), so theory and measured compare at a glance. The HTML table and the lab's text view
+    both show these rows."""
+    on_cpu = lookup(record, "device", "type") == "cpu"
+    rows = []
+    for name, theory, measured in _memory_rows(record):
+        if measured == IN_TOTAL:
+            rows.append((name, fmt_row(theory)[0], IN_TOTAL))
+            continue
+        theory_text, measured_text = fmt_row(theory, measured)
+        if measured is None and name == PEAK and on_cpu:
+            measured_text = "n/a on CPU"
+        elif measured is None and name == SIMPLE_RULE:
+            measured_text = ""
+        rows.append((name, theory_text, measured_text))
+    t_pred, how = predicted_step_time(record, previous)
+    rows.append((STEP_TIME, _seconds(t_pred), _seconds(lookup(record, "measured", "step_time_s"))))
+    return rows, how
 
 
 def _notes(record, how: str) -> list[str]:
@@ -88,6 +126,10 @@ def _notes(record, how: str) -> list[str]:
     for label in record.get("labels") or []:
         if label in LABEL_NOTES and label != "memory-held-before":
             notes.append(f"{label}: {LABEL_NOTES[label]}")
+    budget = lookup(record, "config", "memory_budget_gb")
+    if budget is not None:
+        notes.insert(0, f"memory budget declared: {fmt_budget(budget)} (resident + saved activations over it count as "
+                        "a simulated OOM)")
     if record.get("provenance"):
         notes.insert(0, record["provenance"])
     loss = lookup(record, "measured", "loss")
@@ -97,24 +139,17 @@ def _notes(record, how: str) -> list[str]:
 
 
 def result_table_html(record, previous=None) -> str:
-    """Theory (detailed, and the seed's simple rule) beside measured, for one record."""
-    on_cpu = lookup(record, "device", "type") == "cpu"
-    body = []
-    for name, theory, rule, measured in _memory_rows(record):
-        shown = fmt_bytes(measured)
-        if measured is None and name == "peak allocated" and on_cpu:
-            shown = "n/a on CPU"
-        elif measured is None and name.startswith(("saved activations", "logits")):
-            shown = "inside the total"
-        body.append("<tr>" + _CELL.format(esc(name)) + _NUMBER.format(esc(fmt_bytes(theory)))
-                    + _NUMBER.format(esc(rule)) + _NUMBER.format(esc(shown)) + "</tr>")
-    t_pred, how = predicted_step_time(record, previous)
-    body.append("<tr>" + _CELL.format("step time") + _NUMBER.format(esc(_seconds(t_pred))) + _NUMBER.format("")
-                + _NUMBER.format(esc(_seconds(lookup(record, "measured", "step_time_s")))) + "</tr>")
-    head = ("<tr><th></th><th style='padding:1px 6px'>theory</th><th style='padding:1px 6px'>seed's rule "
-            "b·s·h·L·2</th><th style='padding:1px 6px'>measured</th></tr>")
-    return (f"<table style='font-size:85%'>{head}{''.join(body)}</table>" + held_before_warning_html(record)
-            + "".join(_NOTE.format(esc(n)) for n in _notes(record, how)))
+    """Theory beside measured for one record: a short table (one line per quantity, named as the delta line names
+    it) with the notes under it."""
+    rows, how = result_rows(record, previous)
+    body = "".join(f"<tr>{_ROW_NAME.format(esc(name))}{_NUMBER.format(esc(t))}{_NUMBER.format(esc(m))}</tr>"
+                   for name, t, m in rows)
+    run = (record.get("lab") or {}).get("run")
+    caption = (f"run {run} · " if run else "") + config_label(record, RESULT_FIELDS)
+    head = f"<tr><th {_HEAD}>{esc(caption)}</th><th {_HEAD}>theory</th><th {_HEAD}>measured</th></tr>"
+    return (f"<div style='{_BLOCK}'><table class='labkit-table-el' style='{_TABLE}'>{head}{body}</table>"
+            + held_before_warning_html(record) + "".join(_NOTE.format(esc(n)) for n in _notes(record, how))
+            + "</div>")
 
 
 def held_before_text(record) -> str:
@@ -127,7 +162,7 @@ def held_before_text(record) -> str:
     if held is None:
         return "already in memory when the run started: not measured"
     how = HELD_BEFORE_SOURCES.get(source, source)
-    return f"already in memory when the run started: {fmt_bytes(held)}" + (f" ({how})" if how else "")
+    return f"already in memory when the run started: {fmt_row(held)[0]}" + (f" ({how})" if how else "")
 
 
 def held_before_warning_html(record) -> str:
@@ -141,28 +176,42 @@ def held_before_warning_html(record) -> str:
 
 
 # ---- a kernel's history ----------------------------------------------------------------------------------------------
-HISTORY_HEAD = ["#", "source", "gc", "precision", "micro × accum × GPUs", "seq", "r", "status",
-                "saved measured", "saved theory", "simple rule", "step time", "labels"]
+HISTORY_HEAD = ["#", "settings", "status", SAVED, "theory", STEP_TIME]
+# the settings column: checkpointing, micro-batch and precision always, the others only once they differ
+HISTORY_FIELDS = ("gradient_checkpointing", "micro_batch", "precision")
+HISTORY_IF_CHANGED = ("model", "grad_accum", "num_gpus", "seq_len", "lora_r")
 
 
-def _history_cells(rec) -> list:
+def history_fields(history: list) -> tuple[str, ...]:
+    """The settings the history's rows name: HISTORY_FIELDS, plus each of HISTORY_IF_CHANGED that differs."""
+    changed = [f for f in HISTORY_IF_CHANGED if len({repr(lookup(r, "config", f)) for r in history}) > 1]
+    return HISTORY_FIELDS + tuple(changed)
+
+
+def history_cells(rec, fields=HISTORY_FIELDS) -> list:
+    """#, settings, status, saved activations measured and theory (one unit for both), step time."""
     row = history_row(rec)
-    return [row["run"], row["source"], "on" if row["gradient_checkpointing"] else "off", row["precision"],
-            f"{row['micro_batch']} × {row['grad_accum']} × {row['num_gpus']} = {row['effective_batch']}",
-            row["seq_len"], row["lora_r"], row["status"], fmt_bytes(row["saved_activations_measured_bytes"]),
-            fmt_bytes(row["saved_activations_theory_bytes"]), fmt_bytes(row["simple_rule_bytes"]),
-            _seconds(row["step_time_s"]), row["labels"]]
+    measured, theory = fmt_row(row["saved_activations_measured_bytes"], row["saved_activations_theory_bytes"])
+    return [row["run"], config_label(rec, fields), row["status"], measured, theory, _seconds(row["step_time_s"])]
 
 
 def history_table_html(history: list) -> str:
-    """The lab's history table, oldest first, with a footnote per place the replayed rows were measured."""
+    """The lab's history table, oldest first: six short columns (the CSV export has them all; the settings column
+    names only what changed beyond checkpointing, micro-batch and precision), then footnotes saying which runs were
+    replayed and from where, and each run's labels."""
     if not history:
         return "<div style='color:#777'>history: no runs yet</div>"
-    body = "".join("<tr>" + "".join(_CELL.format(esc(v)) for v in _history_cells(r)) + "</tr>"
+    fields = history_fields(history)
+    body = "".join("<tr>" + "".join(_CELL.format(esc(v)) for v in history_cells(r, fields)) + "</tr>"
                    for r in history)
-    th = "".join(f"<th style='padding:1px 6px'>{esc(h)}</th>" for h in HISTORY_HEAD)
-    return (f"<div><b>History of this kernel</b></div><table style='font-size:85%'><tr>{th}</tr>{body}</table>"
-            + provenance_footnotes(history))
+    th = "".join(f"<th {_HEAD}>{esc(h)}</th>" for h in HISTORY_HEAD)
+    return (f"<div style='{_BLOCK}'><div><b>History of this kernel</b> (Export CSV for every column)</div>"
+            f"<table class='labkit-history-el' style='{_TABLE}'><tr>{th}</tr>{body}</table>"
+            + provenance_footnotes(history) + label_footnotes(history) + "</div>")
+
+
+def _runs_text(runs: list[str]) -> str:
+    return f"run{'s' if len(runs) > 1 else ''} {', '.join(runs)}"
 
 
 def provenance_footnotes(history: list) -> str:
@@ -172,5 +221,16 @@ def provenance_footnotes(history: list) -> str:
         origin = (rec.get("lab") or {}).get("provenance")
         if origin:
             runs_by_origin.setdefault(origin, []).append(str(rec["lab"]["run"]))
-    return "".join(_NOTE.format(f"run{'s' if len(runs) > 1 else ''} {', '.join(runs)}: {esc(origin)}")
-                   for origin, runs in runs_by_origin.items())
+    return "".join(_NOTE.format(f"{_runs_text(runs)}: {esc(origin)}") for origin, runs in runs_by_origin.items())
+
+
+def label_footnotes(history: list) -> str:
+    """Under the history table: the labels of each run ('runs 1, 2: labels cpu, shape-only'), so a stand-in says
+    so without a wide column."""
+    runs_by_labels: dict[str, list[str]] = {}
+    for rec in history:
+        labels = ", ".join(x for x in rec.get("labels") or [] if x != "reference")
+        if labels:
+            runs_by_labels.setdefault(labels, []).append(str((rec.get("lab") or {}).get("run", "?")))
+    return "".join(_NOTE.format(f"{_runs_text(runs)}: labels {esc(labels)}")
+                   for labels, runs in runs_by_labels.items())

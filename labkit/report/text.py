@@ -16,6 +16,8 @@ from labkit.units import MISSING, change, fmt_bytes, fmt_change, fmt_ratio
 
 # the memory components, in the order tables and charts show them
 COMPONENTS = ["weights", "lora", "gradients", "optimizer", "saved activations", "logits"]
+# the quantities the delta line compares, named as the lab's result table names its rows
+SAVED, PEAK, STEP_TIME = "saved activations", "peak allocated", "step time"   # saved: layers + logits, the total
 
 # ---- reading a record ------------------------------------------------------------------------------------------------
 def lookup(record, *path):
@@ -144,8 +146,9 @@ def describe_changes(prev, cur) -> str:
     return ", ".join(parts) or "same config"
 
 
-def delta_text(prev, cur) -> str:
+def delta_text(prev, cur, names=("this run", "previous run")) -> str:
     """The lab's delta line between two runs: what changed, then measured change with the theory's beside it.
+    `names` say which run is which where one of them failed (the lab passes ("run 3", "run 1")).
 
     e.g. 'checkpointing on: saved activations −81% (theory −83%), step time +46% (theory +50%)'
     """
@@ -155,9 +158,9 @@ def delta_text(prev, cur) -> str:
         return "first run: nothing to compare with yet"
     both_ok = status_of(prev) == "ok" and status_of(cur) == "ok"
     metrics = [  # (name, measured key, theory value getter, show only when both measured)
-        ("saved activations", "saved_activation_bytes", theory_saved, False),
-        ("peak allocated", "peak_allocated_bytes", lambda r: lookup(r, "theory", "peak"), True),
-        ("step time", "step_time_s", lambda r: lookup(r, "theory", "step_flops"), False),
+        (SAVED, "saved_activation_bytes", theory_saved, False),
+        (PEAK, "peak_allocated_bytes", lambda r: lookup(r, "theory", "peak"), True),
+        (STEP_TIME, "step_time_s", lambda r: lookup(r, "theory", "step_flops"), False),
     ]
     parts = []
     for name, key, theory_of, needs_both in metrics:
@@ -172,7 +175,7 @@ def delta_text(prev, cur) -> str:
         else:
             parts.append(f"{name} {fmt_change(measured)} (theory {fmt_change(theory)})")
     line = f"{describe_changes(prev, cur)}: " + (", ".join(parts) if parts else "nothing to compare")
-    for who, rec in (("this run", cur), ("previous run", prev)):
+    for who, rec in zip(names, (cur, prev)):
         if status_of(rec) != "ok":
             line += f" [{who}: {status_of(rec).upper()}, no measurement]"
     return line

@@ -7,11 +7,14 @@ import csv
 import io
 import itertools
 import json
+import re
+import struct
 from pathlib import Path
 
 import ipywidgets as W
 import pytest
 import torch
+from IPython.core.formatters import DisplayFormatter
 
 from labkit import experiment, units
 from labkit.course import lessons
@@ -137,8 +140,8 @@ def test_click_runs_shows_busy_state_then_results():
     assert len(lab.history) == 1 and lab.history[0]["lab"]["source"] == "run"
     assert lab.messages[-1].startswith("run 1 done")
     assert lab.last_delta.startswith("first run")
-    png = lab.chart_out.outputs[0]["data"]["image/png"]
-    assert isinstance(png, str) and len(png) > 1000
+    png = lab.chart.value
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     html = lab.result_html.value
     assert "theory" in html and "measured" in html and "b·s·h·L·2" in html and "step time" in html
 
@@ -204,6 +207,185 @@ def test_a_second_run_is_refused_while_busy():
     lab.busy = True
     assert lab.run() is None and "already in progress" in lab.messages[-1]
     assert runner.calls == []
+
+
+# ---- a panel that renders everywhere --------------------------------------------------------------------------------
+def widget_tree(widget):
+    """The widget and every widget inside it."""
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from widget_tree(child)
+
+
+def with_class(lab, cls):
+    found = [w for w in widget_tree(lab) if cls in getattr(w, "_dom_classes", ())]
+    assert len(found) == 1, (cls, found)
+    return found[0]
+
+
+def test_the_panel_needs_no_output_capture_and_names_its_parts():
+    lab, _ = make_lab()
+    lab.run()
+    assert not any(isinstance(w, W.Output) for w in widget_tree(lab))
+    assert with_class(lab, "labkit-lab") is lab
+    assert with_class(lab, "labkit-run") is lab.run_button
+    assert with_class(lab, "labkit-checkpointing") is lab.controls["gradient_checkpointing"]
+    assert with_class(lab, "labkit-replay") is lab.replay_button
+    assert with_class(lab, "labkit-delta") is lab.delta_html and with_class(lab, "labkit-messages") is lab.messages_html
+    controls = with_class(lab, "labkit-controls")
+    assert all(any(w is c for c in widget_tree(controls)) for w in lab.controls.values())
+    chart = with_class(lab, "labkit-chart")
+    assert isinstance(chart, W.Image) and chart.format == "png" and chart.value[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (chart.layout.width, chart.layout.height, chart.layout.display) == ("100%", "auto", None)
+    table = with_class(lab, "labkit-table")
+    assert table is lab.result_html and "<table class='labkit-table-el'" in table.value
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    return struct.unpack(">II", png[16:24])          # the IHDR chunk: width, height
+
+
+def test_the_chart_is_tall_and_its_text_legible_in_a_600_px_column():
+    lab, _ = make_lab()
+    lab.run()
+    width, height = png_size(lab.chart.value)
+    column = 600                                          # JupyterLab at 1024 px with its side bar open
+    assert height * column / width >= 300                 # shown at the column's width: 660 × 600 / 960 = 412 px
+    fig = lab.last_figure
+    px_per_pt = column / (fig.get_figwidth() * 72)        # 600 / (6.4 × 72) = 1.30 px on screen per point
+    ax = fig.axes[0]
+    axis_text = ax.get_xticklabels() + ax.get_yticklabels() + [ax.yaxis.label] + ax.get_legend().get_texts()
+    assert axis_text and min(t.get_fontsize() for t in axis_text) * px_per_pt >= 10
+    assert min(t.get_fontsize() for t in ax.texts + [ax.title]) * px_per_pt >= 9   # bar labels, title
+    assert lab.chart.layout.max_width == "760px"          # never blown up past 760 px wide (522 px tall)
+
+
+def test_no_width_is_fixed_wider_than_a_narrow_column_and_rows_wrap():
+    lab, _ = make_lab()
+    lab.run()
+    lab.use_reference(GPU_SET)                           # the reference controls too
+    lab.use_live()
+    widgets = list(widget_tree(lab)) + list(lab._live_controls.values())
+    for w in widgets:
+        layout = getattr(w, "layout", None)
+        for key in ("width", "min_width", "flex"):
+            for px in re.findall(r"(\d+)px", str(getattr(layout, key, None) or "")):
+                assert int(px) <= 400, (w, key, px)    # two controls share a 600 px column, one a 400 px one
+    rows = [w for w in widgets if isinstance(w, W.HBox)]
+    assert rows and all(r.layout.flex_flow == "row wrap" for r in rows)
+    assert lab.reference_dropdown.layout.max_width == "100%"
+
+
+def _units(cells: str) -> set:
+    return set(re.findall(r"\d (GiB|MiB|KiB|B)\b", cells))
+
+
+def test_one_unit_per_row_in_both_tables():
+    lab, _ = make_lab(reference=GPU_SET)
+    lab.replay(seq_len=2048, micro_batch=4, gradient_checkpointing=True)    # GiB-sized activations
+    lab.use_live()
+    lab.run()                                                               # MiB-sized
+    for html in (lab.result_html.value, lab.history_html.value):
+        rows = html.split("</table>")[0].split("<tr>")[1:]
+        assert len(rows) > 2
+        for row in rows:
+            assert len(_units(row)) <= 1 and "KiB" not in row, row
+    assert "GiB" in lab.history_html.value and "MiB" in lab.history_html.value
+
+
+def test_messages_start_afresh_with_each_run():
+    holder = {}
+    lab = Lab(model="tiny", device="cpu", steps=2, runner=FakeRunner(lambda: holder["lab"], status="oom"))
+    holder["lab"] = lab
+    lab.run(micro_batch=16)
+    assert "out of memory (simulated" in lab.messages_html.value
+    lab._runner = FakeRunner(lambda: holder["lab"])
+    lab.run(micro_batch=1)
+    assert "out of memory" not in lab.messages_html.value and "run 2 done" in lab.messages_html.value
+    assert len(lab.messages) >= 2 and "out of memory (simulated" in lab.messages[0]     # the log keeps it
+    assert lab.last_delta.endswith("[run 1: OOM, no measurement]")                      # named, not "previous run"
+
+
+def test_the_delta_names_its_run_and_settings_after_a_replay():
+    lab, _ = make_lab()
+    lab.run()                                                              # run 1: live, checkpointing on
+    lab.use_reference(GPU_SET)
+    lab.replay(seq_len=512, micro_batch=1, gradient_checkpointing=True)    # run 2: replayed
+    lab.use_live()
+    lab.run(gradient_checkpointing=False)                                  # run 3: compared with run 1, not 2
+    assert lab.last_compared_with == "run 1 (gc on · mb 2 · ga 4 · fp32 · seq 128, the previous live run)"
+    assert lab.last_delta.startswith("checkpointing off: saved activations +")
+    assert "Δ run 3 vs run 1 (gc on · mb 2 · ga 4 · fp32 · seq 128" in lab.delta_html.value
+    text = lab.delta_html.value
+    for name in ("saved activations", "step time"):                        # the delta's words are the table's rows
+        assert f"{name} " in text and f">{name}</th>" in lab.result_html.value
+
+
+def test_bad_values_raise_value_error_and_change_nothing(monkeypatch):
+    lab, runner = make_lab()
+    lab.set(memory_budget_gb=0.5)
+    before = {k: w.value for k, w in lab.controls.items()}
+    for bad in (-1, 0, float("nan"), float("inf"), "big"):
+        with pytest.raises(ValueError, match="memory_budget_gb"):
+            lab.set(memory_budget_gb=bad)
+    with pytest.raises(ValueError, match="gradient_checkpointing must be True or False"):
+        lab.set(gradient_checkpointing="yes")
+    assert {k: w.value for k, w in lab.controls.items()} == before
+    assert lab.config().memory_budget_gb == 0.5                            # -1 did not become "no budget"
+    # a value a widget refuses after the lab's own checks: the widget's TraitError becomes a ValueError, undone
+    monkeypatch.setattr(lab_view, "checked_values", lambda controls, values, *a: [
+        (controls["micro_batch"], 3), (controls["seq_len"], "long")])
+    with pytest.raises(ValueError, match="a control refused the value"):
+        lab.set(micro_batch=3, seq_len="long")
+    assert lab.controls["micro_batch"].value == before["micro_batch"]
+    assert lab.run(memory_budget_gb=-1) is None and runner.calls == []
+
+
+def test_a_bad_budget_typed_in_the_panel_shows_one_message():
+    lab, runner = make_lab()
+    lab.run()
+    lab.controls["memory_budget_gb"].value = "-1"                          # what a learner types
+    assert lab.messages_html.value.count("<div") == 1
+    assert "settings rejected: memory_budget_gb must be &gt; 0, got -1.0" in lab.messages_html.value
+    lab.run_button.click()                                                 # Run refuses it too, once
+    assert lab.messages_html.value.count("<div") == 1 and "settings rejected" in lab.messages_html.value
+    assert len(runner.calls) == 1 and len(lab.history) == 1
+    lab.controls["memory_budget_gb"].value = ""                            # empty: no budget
+    lab.run_button.click()
+    assert runner.calls[-1].memory_budget_gb is None and len(lab.history) == 2
+
+
+def test_settings_rejected_by_the_config_are_a_message_in_the_panel(monkeypatch):
+    lab, runner = make_lab()
+
+    def refuse(**changes):
+        raise ValueError("micro_batch × grad_accum is too large (from RunConfig)")
+
+    monkeypatch.setattr(lab, "config", lambda: refuse())
+    assert lab.run() is None and runner.calls == []
+    assert lab.messages_html.value.count("<div") == 1
+    assert "settings rejected: micro_batch × grad_accum is too large (from RunConfig)" in lab.messages_html.value
+
+
+def test_without_widgets_the_panel_is_readable_text():
+    lab, _ = make_lab()
+    data, _ = DisplayFormatter().format(lab)
+    assert "application/vnd.jupyter.widget-view+json" in data              # front ends with widgets: the widget
+    text = data["text/plain"]                                               # … the others: this
+    assert text.startswith("QLoRA Memory Lab (text view)")
+    assert "widgets are not showing" in text and "pip install ipywidgets" in text
+    assert "jupyter nbextension enable --py widgetsnbextension" in text and "panel.run()" in text
+    assert "settings: gradient checkpointing on · precision auto · micro-batch 2 × accumulation 4" in text
+    assert "no runs yet" in text
+    lab.run()
+    lab.run(gradient_checkpointing=False)
+    text = DisplayFormatter().format(lab)[0]["text/plain"]
+    assert "latest: run 2 (gc off · mb 2 · ga 4 · fp32 · seq 128 · r 16), status ok" in text
+    saved = next(line for line in text.splitlines() if line.strip().startswith("saved activations"))
+    assert len(_units(saved)) == 1
+    assert "Δ run 2 vs run 1 (gc on" in text and "run 2 done" in text and "history (2 entries" in text
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert not callable(getattr(lab, "_ipython_display_", None))           # ipywidgets 7 takes this path too
 
 
 # ---- history export -----------------------------------------------------------------------------------------------
@@ -306,7 +488,7 @@ def test_choosing_the_gpu_set_switches_the_model_and_every_control():
     assert list(c["grad_accum"].options) == [4] and list(c["lora_r"].options) == [16]
     assert list(c["precision"].options) == [("auto (fp16)", "auto")]
     assert isinstance(c["gradient_checkpointing"], W.Checkbox) and "memory_budget_gb" not in c
-    shown = [w for box in lab.children[1].children for w in box.children]
+    shown = lab._controls_row.children
     assert all(w in shown for w in c.values())                        # the panel shows the switched controls
     assert lab.config().model == "llama-3.2-1b"
     assert lab.run_button.disabled and not lab.replay_button.disabled
@@ -334,7 +516,7 @@ def test_a_replayed_gpu_record_says_where_and_when_everywhere():
     assert entry["provenance"] == entry["lab"]["provenance"] == GPU_PROVENANCE
     assert lab.messages[-1].startswith(f"run 1 done ({GPU_PROVENANCE}): gc on · mb 1 · fp16")
     assert GPU_PROVENANCE in lab.result_html.value and "shape-only: random weights" in lab.result_html.value
-    assert lab.last_figure._suptitle.get_text() == f"Where the memory goes — {GPU_PROVENANCE}"
+    assert lab.last_figure._suptitle.get_text().replace("\n", " ") == f"Where the memory goes — {GPU_PROVENANCE}"
     assert f"run 1: {GPU_PROVENANCE}" in lab.history_html.value
     assert lab.history_rows()[-1]["provenance"] == GPU_PROVENANCE
     assert "already in memory" not in lab.result_html.value            # not recorded in this set: nothing extra
@@ -351,7 +533,7 @@ def test_a_replayed_gpu_oom_shows_as_an_oom_with_its_theory():
     assert "The kernel is fine" not in said and "micro-batch first" in said
     html = lab.result_html.value
     assert "out of memory: the theory column is what this run needed" in html and "28.2 GiB" in html
-    assert "— OOM" in lab.last_figure.axes[0].get_title()
+    assert "—\u00a0OOM" in lab.last_figure.axes[0].get_title()
     assert lab.history_rows()[-1]["status"] == "oom" and lab.progress.description == "OOM (replayed)"
 
 
@@ -363,15 +545,16 @@ def test_replay_deltas_compare_with_the_previous_record_of_the_same_set():
     assert lab.last_delta.startswith("first run")                     # not compared with the live tiny run
     assert lab.last_compared_with == f"nothing yet (no previous replay of set '{GPU_SET}')"
     lab.replay(micro_batch=2)                                          # run 3
-    assert lab.last_compared_with == f"run 2 (the previous replay of set '{GPU_SET}')"
+    run_2 = "run 2 (gc on · mb 1 · ga 4 · fp16 · seq 512, the previous replay of set "
+    assert lab.last_compared_with == f"{run_2}'{GPU_SET}')"
     assert lab.last_delta.startswith("micro-batch 1 → 2: saved activations +")
-    assert f"Δ vs run 2 (the previous replay of set &#x27;{GPU_SET}&#x27;):" in lab.delta_html.value
+    assert f"Δ run 3 vs {run_2}&#x27;{GPU_SET}&#x27;):" in lab.delta_html.value
     lab.use_reference("cpu-tiny")
     lab.replay()                                                       # run 4: another set starts afresh
     assert lab.last_compared_with == "nothing yet (no previous replay of set 'cpu-tiny')"
     lab.use_live()
     lab.run()                                                          # run 5: compared with the live run 1
-    assert lab.last_compared_with == "run 1 (the previous live run)"
+    assert lab.last_compared_with == "run 1 (gc on · mb 2 · ga 4 · fp32 · seq 128, the previous live run)"
 
 
 def test_switching_back_to_live_runs_restores_the_live_controls():
@@ -491,7 +674,7 @@ def test_real_engine_checkpointing_toggle(real_lab):
     assert off["measured"]["saved_activation_bytes"] > 3 * on["measured"]["saved_activation_bytes"]
     assert lab.last_delta.startswith("checkpointing off: saved activations +")
     assert "(theory +" in lab.last_delta
-    assert lab.chart_out.outputs and not lab.run_button.disabled
+    assert lab.chart.value[:4] == b"\x89PNG" and not lab.run_button.disabled
 
 
 def test_real_engine_simulated_oom_then_recovery(real_lab):
@@ -501,8 +684,12 @@ def test_real_engine_simulated_oom_then_recovery(real_lab):
     assert rec["status"] == "oom" and "simulated-oom" in rec["labels"]
     assert "out of memory (simulated" in lab.messages[-1]
     assert not lab.run_button.disabled
+    assert "out of memory (simulated" in lab.messages_html.value
     ok = lab.run(memory_budget_gb=None)
     assert ok["status"] == "ok"
+    assert "out of memory" not in lab.messages_html.value                # the OOM's message went with its run
+    assert f"run {lab.history[-1]['lab']['run']} done" in lab.messages_html.value
+    assert any("out of memory (simulated" in m for m in lab.messages)   # … and stays in the log
 
 
 # ---- lesson helpers -----------------------------------------------------------------------------------------------
