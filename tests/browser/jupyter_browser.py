@@ -160,7 +160,7 @@ class Page:
             return WebDriverWait(self.driver, seconds, poll_frequency=0.5).until(lambda d: condition())
         except TimeoutException:
             raise AssertionError(f"waited {seconds} s for {what}; kernel {self.kernel_status()!r}, "
-                                 f"prompts {self.prompts()}") from None
+                                 f"prompts {self.prompts()}, dialog {self.dialog()!r}") from None
 
     def js(self, script: str, *args):
         return self.driver.execute_script(script, *args)
@@ -210,24 +210,67 @@ class Page:
         return self.js("return Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt'))"
                        ".map(e => e.textContent.trim());")
 
-    def run_all_cells(self):
-        """Run → Run All Cells, through the menu bar as a person would. Returns when the kernel has gone through
-        the queue; AssertionError, with the cell's error, when a cell failed and the rest did not run."""
-        from selenium.webdriver.common.by import By
+    def wait_notebook_ready(self, code_cells: int):
+        """Every code cell shown and the kernel idle on three looks in a row: a kernel that has only just started
+        reads "idle" for a moment before its connection settles, and cells run then are dropped."""
+        looks = []
 
-        before = self.prompts()
-        menu = next(e for e in self.driver.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item") if e.text == "Run")
-        menu.click()
-        item = self.wait(30, lambda: self.driver.find_elements(
-            By.CSS_SELECTOR, ".lm-Menu-item[data-command='runmenu:run-all']"), "the Run menu")[0]
-        item.click()
-        self.wait(60, lambda: self.prompts() != before, "the cells to be queued")
-        # done: nothing queued or running ("[*]:"), and the kernel idle
-        self.wait(LESSON_S, lambda: "[*]:" not in self.prompts() and self.kernel_status() == "idle",
-                  "every code cell to run")
-        not_run = [i for i, p in enumerate(self.prompts()) if not re.fullmatch(r"\[\d+\]:", p)]
-        assert not not_run, (f"code cells {not_run} did not run (prompts {self.prompts()}); "
-                             f"stderr and errors: {self.stderr_outputs()}")
+        def ready():
+            prompts = self.prompts()
+            looks.append(len(prompts) == code_cells and all(re.fullmatch(r"\[.*\]:", p) for p in prompts)
+                         and self.kernel_status() == "idle" and not self.dialog())
+            return looks[-3:] == [True] * 3
+
+        self.wait(KERNEL_START_S, ready, f"the notebook's {code_cells} code cells and an idle kernel")
+
+    def run_all_cells(self, code_cells: int):
+        """Run → Run All Cells, through the menu bar as a person would. Returns when every code cell has run;
+        AssertionError with the notebook's errors when one failed (the cells after it do not run)."""
+        for attempt in range(3):
+            self.wait_notebook_ready(code_cells)
+            before = self.prompts()
+            self._choose_run_all()
+            self.wait(60, lambda: self.prompts() != before, "the cells to be queued")
+            # done: nothing queued or running ("[*]:"), and the kernel idle
+            self.wait(LESSON_S, lambda: "[*]:" not in self.prompts() and self.kernel_status() == "idle",
+                      "every code cell to run")
+            not_run = [i for i, p in enumerate(self.prompts()) if not re.fullmatch(r"\[\d+\]:", p)]
+            if not not_run:
+                return
+            errors = self.stderr_outputs()
+            assert not errors, f"code cells {not_run} did not run (prompts {self.prompts()}); errors: {errors}"
+            # no error and nothing ran: the run was dropped (the kernel's connection changed under it); again
+        raise AssertionError(f"Run All Cells ran nothing, three times (prompts {self.prompts()})")
+
+    def _choose_run_all(self):
+        from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.common.keys import Keys
+
+        self.js("document.querySelector('.jp-Notebook .jp-Cell').click();")     # the notebook becomes current
+        item_css = ".lm-Menu-item[data-command='runmenu:run-all']"
+
+        def chosen():
+            """Run → Run All Cells once the item is enabled (it is not until the notebook is the current one)."""
+            assert not self.dialog(), f"a dialog is in the way: {self.dialog()!r}"
+            if not self.driver.find_elements(By.CSS_SELECTOR, item_css):
+                next(e for e in self.driver.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item")
+                     if e.text == "Run").click()
+            items = self.driver.find_elements(By.CSS_SELECTOR, item_css)
+            if not items:
+                return False
+            if "lm-mod-disabled" in items[0].get_attribute("class"):
+                ActionChains(self.driver).send_keys(Keys.ESCAPE).perform()
+                return False
+            items[0].click()
+            return True
+
+        self.wait(60, chosen, "Run → Run All Cells to be enabled")
+
+    def dialog(self) -> str | None:
+        """The text of an open JupyterLab dialog (select a kernel, a server error…), None when there is none."""
+        return self.js("const d = document.querySelector('.jp-Dialog');"
+                       "return d ? d.innerText.replace(/\\s+/g, ' ').slice(0, 300) : null;")
 
     def stderr_outputs(self) -> list[str]:
         """The text of every stderr output (warnings, tracebacks) in the notebook, 300 characters each."""
@@ -276,8 +319,13 @@ for (const e of [root, ...root.querySelectorAll('*'), ...around]) {
   if (['INPUT', 'SELECT', 'TEXTAREA', 'BUTTON', 'OPTION'].includes(e.tagName) || !shown(e)) continue;
   const ox = getComputedStyle(e).overflowX;
   const scrolls = e === root || ox === 'auto' || ox === 'scroll';
-  if (scrolls && e.scrollWidth > e.clientWidth + 1)
-    scrollers.push({what: name(e), scrollWidth: e.scrollWidth, clientWidth: e.clientWidth});
+  if (!scrolls || e.scrollWidth <= e.clientWidth + 1) continue;
+  // what sticks out: the outermost elements inside whose right edge passes this one's
+  const edge = e.getBoundingClientRect().left + e.clientWidth + 1;
+  const out = Array.from(e.querySelectorAll('*')).filter(c => c.getBoundingClientRect().right > edge
+    && !(c.parentElement !== e && c.parentElement.getBoundingClientRect().right > edge));
+  scrollers.push({what: name(e), scrollWidth: e.scrollWidth, clientWidth: e.clientWidth,
+                  wider: out.slice(0, 5).map(c => name(c) + ' "' + text(c).slice(0, 40) + '"')});
 }
 
 // Controls: every labelled input (checkbox, dropdown, slider, text box, progress) and every button.

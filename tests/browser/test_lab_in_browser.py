@@ -13,13 +13,14 @@ the panel, checkpointing is toggled, and Run is pressed again. After each press 
 
 Screenshots of every look go to runs/browser/ for a person to check what the numbers say.
 """
+import json
 import re
 import shutil
 
 import pytest
 
-from jupyter_browser import (KERNEL_START_S, PANEL_FACTS_JS, PANEL_RUN_S, PNG_BYTES_JS, REPO, Page,
-                             browser_tools_missing, png_size_and_dpi)
+from jupyter_browser import (PANEL_FACTS_JS, PANEL_RUN_S, PNG_BYTES_JS, REPO, Page, browser_tools_missing,
+                             png_size_and_dpi)
 
 MISSING = browser_tools_missing()
 if MISSING:
@@ -36,6 +37,10 @@ MIN_CHART_PX, MIN_AXIS_TEXT_PX = 300, 10
 
 
 # ---- driving the lab ---------------------------------------------------------------------------------------------
+def code_cells(path) -> int:
+    return sum(cell["cell_type"] == "code" for cell in json.loads(path.read_text())["cells"])
+
+
 def panel_state(page: Page):
     """What changes when a run ends: the messages, the delta line and the chart's source."""
     return page.js("const q = s => document.querySelector('.labkit-lab ' + s);"
@@ -105,8 +110,7 @@ def lab_looks(jupyter_server, chromium):
     chromium.get(jupyter_server.url(f"lab/tree/{LESSON}"))
     looks = {}
     try:
-        page.wait(KERNEL_START_S, lambda: page.kernel_status() == "idle", "the lesson's kernel to start")
-        page.run_all_cells()
+        page.run_all_cells(code_cells(REPO / LESSON))
         press_run(page)
         looks.update({("after-first-run", size): look(page, "after-first-run", *size) for size in SIZES})
         toggle_checkpointing(page)
@@ -221,7 +225,7 @@ def test_panel_shows_in_notebook_7(jupyter_server, chromium):
     width, height = SIZES[-1]
     page.set_viewport(width, height)
     chromium.get(jupyter_server.url("notebooks/notebook7/00_start_here.ipynb"))
-    page.wait(KERNEL_START_S, lambda: page.kernel_status() == "idle", "the Notebook 7 kernel to start")
+    page.wait_notebook_ready(code_cells(copy))
     page.run_cell_containing("lab(")
     shown = ("const e = document.querySelector(arguments[0]); if (!e) return null;"
              "const r = e.getBoundingClientRect(); return [r.left, r.right, r.width, r.height];")
