@@ -36,7 +36,8 @@ BLOCK = "line-height:1.4"        # widgets' HTML inherits a 28 px line height: e
 
 def row(children, cls: str | None = None, **layout) -> W.HBox:
     """A row that wraps onto a second line rather than scrolling sideways."""
-    box = W.HBox(children, layout=W.Layout(flex_flow="row wrap", align_items="center", width="100%", **layout))
+    box = W.HBox(children, layout=W.Layout(flex_flow="row wrap", align_items="center", **layout))   # width: the
+    # column's, less the widgets' 2 px margins (a width of 100% would add them and scroll sideways by 4 px)
     if cls:
         box.add_class(cls)
     return box
@@ -125,14 +126,14 @@ class LabView(W.VBox):
         self.result_html.add_class("labkit-table")
         # 960 × 660 px drawn, shown at the column's width up to 760 px: ≥ 412 px tall in a 600 px column
         self.chart = W.Image(format="png", layout=W.Layout(width="100%", max_width="760px", height="auto",
-                                                          display="none"))
+                                                          margin="2px 0", display="none"))   # no side margins:
+        # 100% + 2 × 2 px would scroll sideways
         self.chart.add_class("labkit-chart")
         self.history_html = W.HTML(history_table_html(self.history))
         self.history_html.add_class("labkit-history")
 
         self._controls_row = row([], "labkit-controls-row")
-        self.controls_box = W.VBox([self._controls_row, self.readout, self.notes_html],
-                                   layout=W.Layout(width="100%"))
+        self.controls_box = W.VBox([self._controls_row, self.readout, self.notes_html])
         self.controls_box.add_class("labkit-controls")
         self._place_controls()
         self._sync_buttons()

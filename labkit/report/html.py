@@ -177,9 +177,11 @@ def held_before_warning_html(record) -> str:
 
 # ---- a kernel's history ----------------------------------------------------------------------------------------------
 HISTORY_HEAD = ["#", "settings", "status", SAVED, "theory", STEP_TIME]
-# the settings column: checkpointing, micro-batch and precision always, the others only once they differ
+# the settings column: checkpointing, micro-batch and precision always, the others only once they differ (the model
+# goes in a footnote: "llama-3.2-1b" would widen every row past a 600 px column)
 HISTORY_FIELDS = ("gradient_checkpointing", "micro_batch", "precision")
-HISTORY_IF_CHANGED = ("model", "grad_accum", "num_gpus", "seq_len", "lora_r")
+HISTORY_IF_CHANGED = ("grad_accum", "num_gpus", "seq_len", "lora_r")
+_HISTORY_HEAD = "style='padding:1px 6px;text-align:left;vertical-align:bottom'"     # headers may wrap, rows not
 
 
 def history_fields(history: list) -> tuple[str, ...]:
@@ -204,14 +206,26 @@ def history_table_html(history: list) -> str:
     fields = history_fields(history)
     body = "".join("<tr>" + "".join(_CELL.format(esc(v)) for v in history_cells(r, fields)) + "</tr>"
                    for r in history)
-    th = "".join(f"<th {_HEAD}>{esc(h)}</th>" for h in HISTORY_HEAD)
+    th = "".join(f"<th {_HISTORY_HEAD}>{esc(h)}</th>" for h in HISTORY_HEAD)
     return (f"<div style='{_BLOCK}'><div><b>History of this kernel</b> (Export CSV for every column)</div>"
             f"<table class='labkit-history-el' style='{_TABLE}'><tr>{th}</tr>{body}</table>"
-            + provenance_footnotes(history) + label_footnotes(history) + "</div>")
+            + model_footnotes(history) + provenance_footnotes(history) + label_footnotes(history) + "</div>")
 
 
 def _runs_text(runs: list[str]) -> str:
     return f"run{'s' if len(runs) > 1 else ''} {', '.join(runs)}"
+
+
+def model_footnotes(history: list) -> str:
+    """Under the history table, once it holds more than one model: which runs used which ('runs 3, 4: model
+    llama-3.2-1b')."""
+    runs_by_model: dict[str, list[str]] = {}
+    for rec in history:
+        runs_by_model.setdefault(str(lookup(rec, "config", "model")), []).append(
+            str((rec.get("lab") or {}).get("run", "?")))
+    if len(runs_by_model) < 2:
+        return ""
+    return "".join(_NOTE.format(f"{_runs_text(runs)}: model {esc(model)}") for model, runs in runs_by_model.items())
 
 
 def provenance_footnotes(history: list) -> str:

@@ -105,7 +105,10 @@ def test_history_names_the_settings_that_changed_in_few_short_columns():
     big = make_record(seq_len=512, lora_r=8)
     big["lab"] = {"run": 2, "source": "run", "provenance": None}
     big["theory"]["activations"] = 1200 * MiB                                      # 1.27 GiB in theory
-    html = history_table_html([small, big])
+    other = make_record(model="llama-3.2-1b", seq_len=256)
+    other["lab"] = {"run": 3, "source": "run", "provenance": None}
+    html = history_table_html([small, big, other])
     assert _row(html, "1", "td")[0] == "gc on · mb 2 · fp32 · seq 256 · r 16"     # seq and r differ: named
+    assert "runs 1, 2: model tiny" in html and "run 3: model llama-3.2-1b" in html  # models in footnotes
     assert _row(html, "2", "td")[2:4] == ["0.977 GiB", "1.27 GiB"]                # one unit for the row
     assert html.count("<th ") == 6
