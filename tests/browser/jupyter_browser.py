@@ -202,9 +202,6 @@ class Page:
         return self.js("const e = document.querySelector('.jp-Notebook-ExecutionIndicator');"
                        "return e ? e.getAttribute('data-status') : null;")
 
-    def wait_kernel_idle(self, seconds: int, what: str):
-        self.wait(seconds, lambda: self.kernel_status() == "idle", f"the kernel to be idle ({what})")
-
     def prompts(self) -> list[str]:
         """The input prompt of every code cell: '[ ]:' not run, '[*]:' running or queued, '[7]:' done."""
         return self.js("return Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt'))"

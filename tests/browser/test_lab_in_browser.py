@@ -13,6 +13,7 @@ the panel, checkpointing is toggled, and Run is pressed again. After each press 
 
 Screenshots of every look go to runs/browser/ for a person to check what the numbers say.
 """
+import base64
 import json
 import re
 import shutil
@@ -71,15 +72,17 @@ def press_run(page: Page):
 
 
 def toggle_checkpointing(page: Page):
-    checkbox = press(page, ".labkit-checkpointing input[type=checkbox]")
-    was = not checkbox.is_selected()
-    page.wait(60, lambda: page.kernel_status() == "idle", "the kernel to take the new checkpointing value")
-    return was
+    """Click the checkpointing box; wait until it shows the other state and the kernel has taken it."""
+    from selenium.webdriver.common.by import By
+    checkbox = page.driver.find_element(By.CSS_SELECTOR, ".labkit-lab .labkit-checkpointing input[type=checkbox]")
+    before = checkbox.is_selected()
+    press(page, ".labkit-checkpointing input[type=checkbox]")
+    page.wait(60, lambda: checkbox.is_selected() != before and page.kernel_status() == "idle",
+              "the checkpointing box to change and the kernel to take it")
 
 
 def chart_png(page: Page, chart: dict | None) -> dict | None:
     """The chart image's own size and dpi, read from its PNG bytes."""
-    import base64
     if not chart or not chart["src"]:
         return None
     encoded = page.driver.execute_async_script(PNG_BYTES_JS, chart["src"])
