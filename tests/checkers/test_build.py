@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import labkit
 from labkit import checkers as E
 from labkit.checkers.build import (BEGIN, CODE_STUB, END, RAISES_TAG, TEXT_STUB, build, dumps, exercise_notebook,
                                    out_of_date, stub_source)
@@ -184,9 +185,9 @@ def test_setup_cell_and_badge_point_at_this_repository():
     for path in _notebooks():
         cells = _cells(path)
         setup = _text(cells[1])
-        assert f'REPO_URL, BRANCH = "{links.REPO_URL}", "{links.BRANCH}"' in setup, \
-            f"{path.name}: setup cell installs another repository"
-        assert '"--no-deps"' in setup, f"{path.name}: setup cell would let pip replace Colab's packages"
+        assert f'REPO_URL, TAG = "{links.REPO_URL}", "v{labkit.__version__}"' in setup, \
+            f"{path.name}: setup cell installs another repository or release"
+        assert "constraints/colab.txt" in setup, f"{path.name}: setup cell installs without the tested pins"
         assert links.badge_markdown(f"exercises/{path.name}") in _text(cells[0])
 
 
