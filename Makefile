@@ -15,8 +15,8 @@ PY         := $(BIN)/python
 # CUDA torch untouched and installs the rest at the versions constraints/colab.txt pins.
 TORCH_SPEC  ?= torch==2.13.0
 TORCH_INDEX ?=
-PIP_OPTS    := --disable-pip-version-check --no-input $(if $(CI),--progress-bar off,)
-PIP_INSTALL := $(PY) -m pip $(PIP_OPTS) install
+PIP_ARGS    := --disable-pip-version-check --no-input install $(if $(CI),--progress-bar off,)
+PIP_INSTALL := $(PY) -m pip $(PIP_ARGS)
 TORCH_FROM  := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 STAMP      := $(VENV)/.installed-test
 LAB_STAMP  := $(VENV)/.installed-dev
@@ -62,8 +62,8 @@ $(STAMP): pyproject.toml
 $(LOW_STAMP): pyproject.toml
 	rm -rf $(VENV_LOWEST)
 	$(PYTHON) -m venv $(VENV_LOWEST)
-	$(LOW_PY) -m pip $(PIP_OPTS) install $(TORCH_FROM) "$(TORCH_SPEC)"
-	$(LOW_PY) -m pip $(PIP_OPTS) install "$(UV_SPEC)"
+	$(LOW_PY) -m pip $(PIP_ARGS) $(TORCH_FROM) "$(TORCH_SPEC)"
+	$(LOW_PY) -m pip $(PIP_ARGS) "$(UV_SPEC)"
 	$(LOW_PY) -c 'from importlib.metadata import version; print("torch==" + version("torch").split("+")[0])' \
 		> $(VENV_LOWEST)/torch-override.txt
 	$(VENV_LOWEST)/bin/uv pip install --python $(LOW_PY) --resolution lowest-direct \
