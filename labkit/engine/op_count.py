@@ -9,10 +9,11 @@ How: a `TorchDispatchMode` sees every op that reaches the dispatcher below autog
 `gemm_4bit`, `dequantize_4bit`) counts once: the ops its kernel calls run with the mode switched off.
 
 Phases. The caller says when the forward ends and the backward begins (`counter.phase = "backward"`). Inside the
-backward, an op counts as "recompute" while some module's forward is running: that is activation checkpointing
-re-running a decoder layer (non-reentrant checkpointing recomputes from inside backward, through the module's own
-`__call__`, so global module forward hooks see it). The grad mode cannot tell them apart: an autograd Function's
-forward (bitsandbytes' MatMul4Bit) runs with grad off even during a recompute.
+backward, an op counts as "recompute" when it belongs to activation checkpointing's re-run of a layer: it runs
+inside some module's forward (global module forward hooks see the re-run's submodules), or with grad mode on while
+the engine is executing a node (the re-run is under `enable_grad`; backward formulas run with grad off). Neither
+test alone is enough: an autograd Function's forward (bitsandbytes' MatMul4Bit) runs with grad off even in a
+re-run, and the decoder layer's own forward is re-run without its module hooks.
 
 Metadata ops (views, aliases, `detach`, `t`, `_unsafe_view`) are counted on their own: they cost a dispatch but
 launch no kernel. `total` and the three phases count the other ops, the ones that do work; `metadata` holds the
@@ -82,11 +83,20 @@ class OpCounter:
     def _leave_module(self, module, args, output):
         self._module_depth -= 1
 
+    def _recomputing(self) -> bool:
+        """Inside backward, is this op part of a re-run forward? Yes inside any module's forward (checkpointing
+        re-runs the layer's modules), and yes for an op run with grad mode on while the engine executes a node:
+        backward formulas run with grad off, a recompute under `enable_grad` (the decoder layer's own forward,
+        e.g. its residual adds, is re-run without its module hooks: transformers checkpoints `forward`, not
+        `__call__`)."""
+        return self._module_depth > 0 or (torch.is_grad_enabled()
+                                          and torch._C._current_autograd_node() is not None)
+
     def _count(self, func) -> None:
         if getattr(_local, "depth", 0):
             return
         phase = self.phase
-        if phase == "backward" and self._module_depth > 0:
+        if phase == "backward" and self._recomputing():
             phase = "recompute"
         name = op_name(func)
         self.counts[phase][name] += 1

@@ -1,8 +1,8 @@
 """The theory: bytes and FLOPs of one QLoRA step, predicted from shapes alone.
 
-One room, five parts: `resident` (weights, adapters, gradients, optimizer state), `activations` (what autograd
+One room, six parts: `resident` (weights, adapters, gradients, optimizer state), `activations` (what autograd
 saves), `cuda` (what the CUDA allocator adds), `peak` (the largest moment, and the whole budget), `compute`
-(FLOPs). `predict` joins them into what a record keeps under "theory"; every name is importable from here.
+(FLOPs), `ops` (the aten ops a micro-batch dispatches, by phase and kind). `predict` joins them into what a record keeps under "theory"; every name is importable from here.
 
 Nothing here measures. Every term is a formula in the model shape (h, i, L, heads, V) and the run config
 (b = micro-batch, s = seq_len, r = LoRA rank, c = bytes per compute-dtype element). `predict_memory` returns the
@@ -38,19 +38,29 @@ from labkit.theory.cuda import (BLAS_ENV_VARS, BLAS_THREADS, CUDA_BLOCK, PAGED_M
 from labkit.theory.peak import (batch_bytes, checkpoint_shared_inputs, dequantized_weight_bytes,
                                 mlp_lora_forward_bytes, peak_phases, predict_memory)  # noqa: F401
 from labkit.theory.compute import PEAK_FLOPS, predict_step_flops, step_time_at_peak  # noqa: F401
+from labkit.theory.ops import OP_KINDS, op_kind, predict_aten_ops  # noqa: F401
 from labkit.config import RunConfig
 from labkit.shapes import ModelShape
 
 
 def predict(shape: ModelShape, cfg: RunConfig, precision: str, padding_mask: bool = True,
             gpu_name: str | None = None, device_type: str | None = None, capability=None,
-            blas_env: dict | None = None) -> dict:
-    """Memory and compute in one dict: what `experiment` puts under record["theory"]. device_type defaults to
-    "cuda" when a GPU name is given, else "cpu"."""
+            blas_env: dict | None = None, accumulating: bool | None = None,
+            saved_tensor_hooks: bool | None = None) -> dict:
+    """Memory, compute and op counts in one dict: what `experiment` puts under record["theory"]. device_type
+    defaults to "cuda" when a GPU name is given, else "cpu".
+
+    `aten_ops` predicts the micro-batch whose ops a run counts: the second of the first step when grad_accum > 1
+    (its gradients add into .grad: `accumulating`), else the first, which runs under the saved-bytes meter's
+    hooks (`saved_tensor_hooks`); both default to that rule, read from the config."""
     device_type = device_type or ("cuda" if gpu_name else "cpu")
     out = predict_memory(shape, cfg, precision, padding_mask, device_type, capability, blas_env)
     flops = predict_step_flops(shape, cfg)
     out["step_flops"] = flops["step"]
     out["step_flops_breakdown"] = flops
     out["step_time_at_peak_s"] = step_time_at_peak(flops["step"], gpu_name, precision)
+    out["aten_ops"] = predict_aten_ops(
+        shape, cfg, precision, device_type, padding_mask,
+        accumulating=cfg.grad_accum > 1 if accumulating is None else accumulating,
+        saved_tensor_hooks=cfg.grad_accum == 1 if saved_tensor_hooks is None else saved_tensor_hooks)
     return out
