@@ -1,8 +1,8 @@
 """The theory: bytes and FLOPs of one QLoRA step, predicted from shapes alone.
 
-One room, six parts: `resident` (weights, adapters, gradients, optimizer state), `activations` (what autograd
+One room, five parts: `resident` (weights, adapters, gradients, optimizer state), `activations` (what autograd
 saves), `cuda` (what the CUDA allocator adds), `peak` (the largest moment, and the whole budget), `compute`
-(FLOPs), `ops` (the aten ops a micro-batch dispatches, by phase and kind). `predict` joins them into what a record keeps under "theory"; every name is importable from here.
+(FLOPs). `predict` joins them into what a record keeps under "theory"; every name is importable from here.
 
 Nothing here measures. Every term is a formula in the model shape (h, i, L, heads, V) and the run config
 (b = micro-batch, s = seq_len, r = LoRA rank, c = bytes per compute-dtype element). `predict_memory` returns the
@@ -24,6 +24,10 @@ op and checked on a CPU with `labkit.engine.measure.LiveTensorMeter` (tests/test
 largest, on top of the resident state, the batch and — on CUDA only — the cuBLAS workspaces and the allocator's
 512-byte rounding (`cuda_workspace_bytes`, `cuda_rounded`), checked against H100 records
 (benchmarks/peak_theory_table.py).
+
+Op counts (`ops`, with `op_recipes` and `op_tape`): the aten ops one micro-batch dispatches in forward, recompute
+and backward, by kind, from recipes that follow the model's source op by op (`predict_aten_ops`); checked against
+the ops a run counts (`labkit.engine.op_count`, tests/test_op_counts.py).
 """
 from __future__ import annotations
 

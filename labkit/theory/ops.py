@@ -1,7 +1,7 @@
 """Op counts: how many aten ops one micro-batch dispatches, predicted from the architecture and the config.
 
     predict_aten_ops(shape, cfg, precision, device_type="cpu", padding_mask=True, accumulating=False,
-                     input_needs_grad=None) -> dict
+                     input_needs_grad=None, saved_tensor_hooks=False) -> dict
 
 One micro-batch = the model's forward (loss included), the checkpoint recompute and the backward; the loss
 scaling's own multiply, the optimizer step and zero_grad are not in it. The result (theory.aten_ops in a record):
@@ -26,10 +26,12 @@ Kinds (OP_KINDS), for a time model's per-kind costs:
     copy         casts (_to_copy), clone, cat, padding, embedding, slice_backward, fills and allocations, .item()
     metadata     view, _unsafe_view, t, transpose, slice, unsqueeze, squeeze, expand, alias, detach
 
-How: the recipes below walk the model's forward as transformers 5.x (Llama, Mistral, Qwen2), peft 0.2x and
-bitsandbytes 0.50 write it, one `Tape` call per dispatched op (`labkit.theory.op_tape` adds what autograd does:
-backward formulas, gradient sums, AccumulateGrad, the checkpoint's early-stopping recompute). Checked op by op on a
-CPU against `labkit.engine.op_count` (tests/test_op_counts.py).
+How: the recipes of `labkit.theory.op_recipes` (one decoder layer, with a worked count) and the once-per-model
+ones below walk the model's forward as transformers 5.x (Llama, Mistral, Qwen2), peft 0.2x and bitsandbytes 0.50
+write it, one `Tape` call per dispatched op; `labkit.theory.op_tape` adds what autograd does (backward formulas,
+gradient sums, AccumulateGrad, the checkpoint's early-stopping recompute). Checked op by op on a CPU against
+`labkit.engine.op_count` (tests/test_op_counts.py, benchmarks/op_count_table.py): exact there, for every config
+tried, with torch 2.13, transformers 5.24, peft 0.21, bitsandbytes 0.50.
 
 Device: `device_type` picks the CPU or CUDA path where they differ. What differs, read from the sources, and
 checked on a CPU only (no GPU was at hand when these recipes were written):
@@ -40,8 +42,11 @@ checked on a CPU only (no GPU was at hand when these recipes were written):
 - attention: `_scaled_dot_product_flash_attention_for_cpu` on a CPU; on CUDA flash attention without a padding
   mask in 16-bit, memory-efficient attention with a mask; fp32 without a mask (GQA) falls to the math path, which
   is not modelled (the flash counts are used).
+- the layout of attention's gradients (whether the q, k, v views' backward copies) is taken from the CPU.
 bitsandbytes 0.50 dispatches the same ops on both (one gemm_4bit custom op forward; dequantize_blockwise, an
-in-place add and dequantize_4bit, then a matmul, in backward). Older bitsandbytes (0.4x) dequantised in forward too.
+in-place add and dequantize_4bit, then a matmul, in backward). A dispatch is not a kernel launch: on CUDA,
+gemm_4bit runs either one fused kernel or dequantize_blockwise + add + dequantize_4bit + mm (its heuristic picks
+by GPU and size). Older bitsandbytes (0.4x) dequantised in forward from Python, op by op: not modelled.
 `input_needs_grad`: whether the embedding output needs a gradient (layer 0 then computes its input gradient).
 transformers 5 sets it whenever checkpointing is on (activation_checkpointing_enable → enable_input_require_grads);
 4.x only with prepare_kbit (the default None follows 5.x: checkpointing or prepare_kbit).
