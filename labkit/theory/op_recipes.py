@@ -74,7 +74,7 @@ def rms_norm(tp: Tape, s: Setup, x: Sym) -> Sym:
                backward=["aten.pow.Tensor_Scalar", "aten.mul.Scalar", MUL])
     var = tp.op("aten.mean.dim", [sq], backward=["aten.expand", "aten.div.Scalar"])
     var = tp.op(ADD, [var])                                       # + eps
-    inv = tp.op("aten.rsqrt", [var], saved_out=1,                 # keeps its result: -½·r³·grad
+    inv = tp.op("aten.rsqrt", [var], saved_out=True,              # keeps its result: -½·r³·grad
                 backward=["aten.pow.Tensor_Scalar", "aten.mul.Scalar", MUL])
     h = mul(tp, x32, inv, sum_b=True)                            # 1/rms is (T, 1): its gradient is summed
     if s.low:
@@ -127,7 +127,8 @@ def _projection(tp: Tape, s: Setup, x: Sym, proj: str, bias: bool = False) -> Sy
         xa = cast(tp, x)                                         # peft does it unless CUDA autocast is on
     if s.cfg.lora_dropout > 0:
         if s.cuda:
-            xa = tp.op("aten.native_dropout", [xa], backward=["aten.native_dropout_backward"])
+            xa = tp.op("aten.native_dropout", [xa], saved_aux=1,  # one fused op; keeps its mask
+                       backward=["aten.native_dropout_backward"])
         else:                                                     # x · (bernoulli(1-p) / (1-p))
             tp.plain("aten.empty_like", "aten.bernoulli_.float", "aten.div_.Scalar")
             xa = mul(tp, xa, tp.tensor())
@@ -148,6 +149,9 @@ def _rotate(tp: Tape, x: Sym, cos: Sym, sin: Sym) -> Sym:
 
 
 def _attention(tp: Tape, s: Setup, h: Sym) -> Sym:
+    """LlamaAttention with transformers' sdpa_attention_forward: q, k, v projections viewed as heads, RoPE on q
+    and k, one fused attention op (k and v repeated to every head first when a padding mask rules out SDPA's
+    own GQA), the output reshaped back and projected by o_proj."""
     sh = s.shape
     bias = sh.qkv_bias
     q = view(tp, VIEW, _projection(tp, s, h, "q_proj", bias), ["aten.clone", "aten._unsafe_view"])
@@ -167,7 +171,7 @@ def _attention(tp: Tape, s: Setup, h: Sym) -> Sym:
         tp.plain("aten.scalar_tensor", "aten.scalar_tensor", "aten.where.self")
     name = _sdpa_name(s)
     mask = [tp.tensor()] if s.padding else []
-    out = tp.op(name, [q, k, v], saved=[q, k, v] + mask, saved_out=2,     # keeps its output and logsumexp
+    out = tp.op(name, [q, k, v], saved=[q, k, v] + mask, saved_out=True, saved_aux=1,   # and logsumexp
                 backward=[name + "_backward"])
     out = view(tp, VIEW, out, VIEW)                              # reshape(b, -1, s, d)
     out = view(tp, "aten.transpose.int", out, "aten.transpose.int")   # .transpose(1, 2) (contiguous already)

@@ -86,12 +86,13 @@ class Tape:
             self.counts["forward"][DETACH] += 1             # when backward unpacks it
             self.counts["backward"][DETACH] += 1
 
-    def op(self, name: str, inputs=(), saved=(), saved_out: int = 0, backward=(), grad: bool | None = None) -> Sym:
+    def op(self, name: str, inputs=(), saved=(), saved_out: bool = False, saved_aux: int = 0, backward=(),
+           grad: bool | None = None) -> Sym:
         """One dispatched op. `inputs`: the tensors that may carry a gradient; `saved`: those of them autograd
-        keeps; `saved_out`: how many of its outputs it keeps (the first is the result, any other needs no
-        gradient, e.g. attention's logsumexp); `backward`: the ops its backward formula dispatches (given which
-        inputs need gradients: the recipe decides); `grad`: whether the result needs one (default: any input
-        does)."""
+        keeps; `saved_out`: it keeps its result too; `saved_aux`: how many other outputs it keeps, which need no
+        gradient (attention's logsumexp, dropout's mask); `backward`: the ops its backward formula dispatches
+        (given which inputs need gradients: the recipe decides); `grad`: whether the result needs one (default:
+        any input does)."""
         node = any(i.grad for i in inputs)
         if node:
             for s in saved:
@@ -99,8 +100,10 @@ class Tape:
         self._dispatch(name)
         out = self.tensor(node if grad is None else grad)
         if node:
-            for k in range(saved_out):
-                self._pack(out if k == 0 else Sym(False), output=True)
+            if saved_out:
+                self._pack(out, output=True)
+            for _ in range(saved_aux):
+                self._pack(Sym(False), output=True)
             if self.phase == "forward":
                 for op_name in backward:
                     self.counts["backward"][op_name] += 1

@@ -106,8 +106,8 @@ def _loss(tp: Tape, s: Setup, h: Sym) -> None:
         logits = cast(tp, logits)                                # .float()
     tp.plain("aten.constant_pad_nd", "aten.slice.Tensor", "aten.clone", VIEW)   # labels: pad, [..., 1:], view
     logits = view(tp, VIEW, logits, VIEW)
-    logp = tp.op("aten._log_softmax", [logits], saved_out=1, backward=["aten._log_softmax_backward_data"])
-    loss = tp.op("aten.nll_loss_forward", [logp], saved=[logp, tp.tensor()],     # (and total_weight)
+    logp = tp.op("aten._log_softmax", [logits], saved_out=True, backward=["aten._log_softmax_backward_data"])
+    loss = tp.op("aten.nll_loss_forward", [logp], saved=[logp, tp.tensor()], saved_aux=1,   # and total_weight
                  backward=["aten.nll_loss_backward"])
     tp.op("aten.div.Tensor", [loss], saved=[tp.tensor()], backward=["aten.div.Tensor"])
 
