@@ -29,14 +29,19 @@ def check_request(cfg) -> list[str]:
     return warn_fit(cfg, stacklevel=4)             # points at the caller of run() / estimate()
 
 
-def _theory(cfg: RunConfig, precision: str, device: dict, padding_mask: bool) -> dict:
+def _theory(cfg: RunConfig, precision: str, device: dict, padding_mask: bool, counted: dict | None = None) -> dict:
     """The theory for this run, told the device facts it needs like a data sheet: type, name, compute capability
-    and the cuBLAS workspace variables set in this process (they size the CUDA workspaces)."""
+    and the cuBLAS workspace variables set in this process (they size the CUDA workspaces); and, for the op count,
+    which micro-batch the run counted (`counted`: measured.aten_ops, read for its `accumulating` and
+    `saved_tensor_hooks` flags only)."""
     shape = resolve_shape(cfg.model)
     gpu = device["name"] if device["type"] == "cuda" else None
     blas_env = {k: os.environ[k] for k in theory.BLAS_ENV_VARS if k in os.environ}
+    counted = counted or {}
     out = theory.predict(shape, cfg, precision, padding_mask=padding_mask, gpu_name=gpu, device_type=device["type"],
-                         capability=device.get("capability"), blas_env=blas_env)
+                         capability=device.get("capability"), blas_env=blas_env,
+                         accumulating=counted.get("accumulating"),
+                         saved_tensor_hooks=counted.get("saved_tensor_hooks"))
     if cfg.prepare_kbit:
         out["caveat"] = "prepare_kbit upcasts norms and embeddings to fp32; the theory does not model that"
     return out
@@ -73,7 +78,8 @@ def run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = No
     measured = measure_run(cfg, steps, warmup, device, weights, progress, on_step)
     padding = measured["measured"]["batch_has_padding"]
     prediction = _theory(cfg, measured["resolved"]["precision"], measured["device"],
-                         padding if padding is not None else cfg.pad_to_seq_len)
+                         padding if padding is not None else cfg.pad_to_seq_len,
+                         measured["measured"].get("aten_ops"))
     record = _record(cfg, measured, prediction)
     record.run = {"steps": steps, "warmup": warmup, "weights": weights}
     return record

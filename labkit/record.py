@@ -116,6 +116,7 @@ class Measured(_Part):
     batch_has_padding: bool | None = None
     allocated_before_bytes: int | None = None   # already in memory when the run started
     allocated_before_source: str | None = None  # "cuda-allocator" or "live-tensors"
+    aten_ops: dict | None = None                # ops the first micro-batch dispatched: forward, recompute, backward
     extra: dict = field(default_factory=dict)
 
     @classmethod

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 
 import torch
 
+from labkit.engine.op_count import uncounted
+
 
 def _storage_key(t: torch.Tensor):
     s = t.untyped_storage()
@@ -58,8 +60,10 @@ class SavedTensorMeter:
                 self.bytes += k[3]
                 if self.tensors is not None:
                     self.tensors.append((tuple(t.shape), t.dtype, k[3]))
-        return t.detach()   # the same storage without a grad_fn: returning t itself would form a reference
-                            # cycle through the autograd graph that only backward breaks (a failed forward never does)
+        with uncounted():   # the meter's own op: an OpCounter running beside it leaves it out
+            return t.detach()   # the same storage without a grad_fn: returning t itself would form a reference
+                                # cycle through the autograd graph that only backward breaks (a failed forward never
+                                # does)
 
     def __enter__(self):
         self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)

@@ -12,7 +12,8 @@ The loss is normalised over every label token of the whole accumulation cycle (a
 transformers PR #34191), so the accumulated gradient equals the big batch's. fp16 runs under autocast with a
 GradScaler; bf16 under autocast without one; fp32 plain.
 
-Measured per run: saved activations of the first micro-batch (hooks on that forward only), resident tensor sizes,
+Measured per run: saved activations of the first micro-batch (hooks on that forward only), the aten ops that same
+micro-batch dispatches in forward, recompute and backward (`op_count.OpCounter`), resident tensor sizes,
 CUDA peaks per step, median step time after the warm-up steps (hooks are off then), tokens/s, loss per optimizer
 step. An OOM (`torch.OutOfMemoryError`, a CPU allocation failure, or a CPU run over its declared budget) ends the
 run with status "oom"; memory is freed and the process carries on.
@@ -34,7 +35,7 @@ import types
 
 import torch
 
-from labkit.engine import data, measure
+from labkit.engine import data, measure, op_count
 from labkit.config import RunConfig
 from labkit.engine.device import budget_labels, run_setup
 from labkit.engine.models import TORCH_DTYPES, load_model, tokenizer_for
@@ -132,15 +133,18 @@ def check_budget(cfg: RunConfig, bytes_in_use: int, what: str) -> None:
 
 
 def forward_backward(model, batch: dict, n_items: int, device: str, precision: str, scaler=None,
-                     meter: bool = False, budget_check=None) -> tuple[float, int | None]:
+                     meter: bool = False, budget_check=None, ops: op_count.OpCounter | None = None
+                     ) -> tuple[float, int | None]:
     """One micro-batch: forward under autocast (fp16/bf16), loss = token-summed loss / n_items, backward.
 
     n_items = label tokens of the whole accumulation cycle, so the gradients summed over the cycle equal the
     gradient of one big batch (transformers #34191). With `meter`, the forward runs under a SavedTensorMeter and
-    `budget_check(saved_bytes)` may raise SimulatedOOM before backward. Returns (loss value, saved bytes or None).
+    `budget_check(saved_bytes)` may raise SimulatedOOM before backward. With `ops` (an OpCounter), the forward and
+    the backward are counted, each in its phase; the loss scaling between them and `loss.item()` are not.
+    Returns (loss value, saved bytes or None).
     """
     saved = None
-    with _autocast(device, precision):
+    with (ops or contextlib.nullcontext()), _autocast(device, precision):
         if meter:                  # a `with`, not a lambda: a closure would keep the model alive in a traceback
             with measure.SavedTensorMeter(model) as counted:
                 out = model(**batch, num_items_in_batch=n_items)
@@ -150,7 +154,11 @@ def forward_backward(model, batch: dict, n_items: int, device: str, precision: s
         else:
             out = model(**batch, num_items_in_batch=n_items)
     loss = out.loss
-    (scaler.scale(loss) if scaler is not None else loss).backward()
+    scaled = scaler.scale(loss) if scaler is not None else loss
+    if ops is not None:
+        ops.phase = "backward"
+    with (ops or contextlib.nullcontext()):
+        scaled.backward()
     return loss.item(), saved
 
 
@@ -182,7 +190,7 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
                      "cuda_context_bytes": None, "step_time_s": None,
                      "step_times_s": None, "tokens_per_s": None, "loss": None, "resident": None,
                      "batch_has_padding": None, "allocated_before_bytes": held["allocated_before_bytes"],
-                     "allocated_before_source": held["allocated_before_source"]},
+                     "allocated_before_source": held["allocated_before_source"], "aten_ops": None},
     }
     scope = types.SimpleNamespace()          # everything the run allocates hangs here, so one line drops it all
     try:
@@ -240,11 +248,20 @@ def _steps(cfg: RunConfig, steps: int, warmup: int, device: str, dev: dict, prec
                 first = step == 0 and micro == 0               # hooks on this one forward only
                 if first:
                     m["batch_has_padding"] = bool((batch["attention_mask"] == 0).any())
+                # ops are counted on one micro-batch of the first step: the second when there is one, a plain
+                # micro-batch (the first one's saved-tensor hooks change how many `detach` views autograd
+                # dispatches, not the ops that do work); it adds its gradients into .grad ("accumulating")
+                counted = step == 0 and micro == min(1, cfg.grad_accum - 1)
+                ops = op_count.OpCounter() if counted else None
                 loss, saved = forward_backward(model, batch, n_items, device, precision, scaler, meter=first,
                                                budget_check=lambda b: check_budget(
-                                                   cfg, sum(resident.values()) + b, "resident + saved activations"))
+                                                   cfg, sum(resident.values()) + b, "resident + saved activations"),
+                                               ops=ops)
                 if first:
                     m["saved_activation_bytes"] = saved
+                if counted:
+                    m["aten_ops"] = {**ops.summary(), "micro_batch": micro, "accumulating": micro > 0,
+                                     "saved_tensor_hooks": first}
                 step_loss += loss
             if scaler:
                 scaler.unscale_(optimizer)

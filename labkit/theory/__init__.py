@@ -24,6 +24,10 @@ op and checked on a CPU with `labkit.engine.measure.LiveTensorMeter` (tests/test
 largest, on top of the resident state, the batch and — on CUDA only — the cuBLAS workspaces and the allocator's
 512-byte rounding (`cuda_workspace_bytes`, `cuda_rounded`), checked against H100 records
 (benchmarks/peak_theory_table.py).
+
+Op counts (`ops`, with `op_recipes` and `op_tape`): the aten ops one micro-batch dispatches in forward, recompute
+and backward, by kind, from recipes that follow the model's source op by op (`predict_aten_ops`); checked against
+the ops a run counts (`labkit.engine.op_count`, tests/test_op_counts.py).
 """
 from __future__ import annotations
 
@@ -38,19 +42,29 @@ from labkit.theory.cuda import (BLAS_ENV_VARS, BLAS_THREADS, CUDA_BLOCK, PAGED_M
 from labkit.theory.peak import (batch_bytes, checkpoint_shared_inputs, dequantized_weight_bytes,
                                 mlp_lora_forward_bytes, peak_phases, predict_memory)  # noqa: F401
 from labkit.theory.compute import PEAK_FLOPS, predict_step_flops, step_time_at_peak  # noqa: F401
+from labkit.theory.ops import OP_KINDS, op_kind, predict_aten_ops  # noqa: F401
 from labkit.config import RunConfig
 from labkit.shapes import ModelShape
 
 
 def predict(shape: ModelShape, cfg: RunConfig, precision: str, padding_mask: bool = True,
             gpu_name: str | None = None, device_type: str | None = None, capability=None,
-            blas_env: dict | None = None) -> dict:
-    """Memory and compute in one dict: what `experiment` puts under record["theory"]. device_type defaults to
-    "cuda" when a GPU name is given, else "cpu"."""
+            blas_env: dict | None = None, accumulating: bool | None = None,
+            saved_tensor_hooks: bool | None = None) -> dict:
+    """Memory, compute and op counts in one dict: what `experiment` puts under record["theory"]. device_type
+    defaults to "cuda" when a GPU name is given, else "cpu".
+
+    `aten_ops` predicts the micro-batch whose ops a run counts: the second of the first step when grad_accum > 1
+    (its gradients add into .grad: `accumulating`), else the first, which runs under the saved-bytes meter's
+    hooks (`saved_tensor_hooks`); both default to that rule, read from the config."""
     device_type = device_type or ("cuda" if gpu_name else "cpu")
     out = predict_memory(shape, cfg, precision, padding_mask, device_type, capability, blas_env)
     flops = predict_step_flops(shape, cfg)
     out["step_flops"] = flops["step"]
     out["step_flops_breakdown"] = flops
     out["step_time_at_peak_s"] = step_time_at_peak(flops["step"], gpu_name, precision)
+    out["aten_ops"] = predict_aten_ops(
+        shape, cfg, precision, device_type, padding_mask,
+        accumulating=cfg.grad_accum > 1 if accumulating is None else accumulating,
+        saved_tensor_hooks=cfg.grad_accum == 1 if saved_tensor_hooks is None else saved_tensor_hooks)
     return out
