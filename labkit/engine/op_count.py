@@ -72,6 +72,7 @@ class OpCounter:
         self.phase = "forward"
         self.counts: dict[str, Counter] = {p: Counter() for p in PHASES}
         self.metadata_ops: set[str] = set()
+        self._names: dict = {}
         self._module_depth = 0
         self._mode = None
         self._hooks = []
@@ -98,10 +99,12 @@ class OpCounter:
         phase = self.phase
         if phase == "backward" and self._recomputing():
             phase = "recompute"
-        name = op_name(func)
+        name = self._names.get(func)
+        if name is None:                                  # first time this op is seen: name it, classify it
+            name = self._names[func] = op_name(func)
+            if is_metadata(func):
+                self.metadata_ops.add(name)
         self.counts[phase][name] += 1
-        if is_metadata(func):
-            self.metadata_ops.add(name)
 
     def _mode_class(self):
         from torch.utils._python_dispatch import TorchDispatchMode

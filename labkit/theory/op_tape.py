@@ -130,12 +130,30 @@ class Tape:
                 self.counts["recompute"][DETACH] += 1
         self.phase = "forward"
 
+    # parts walked once, counted many times ---------------------------------------------------------------------
+    def part(self) -> "Tape":
+        """A tape for one repeated part (a decoder layer): walk it once, then `add` it as many times as it
+        occurs. A part's tensors are its own, so its gradient sums close within it."""
+        return Tape(self.accumulating, self.hooks)
+
+    def add(self, part: "Tape", times: int = 1) -> None:
+        part._close()
+        for p in PHASES:
+            for name, n in part.counts[p].items():
+                self.counts[p][name] += n * times
+
+    def _close(self) -> None:
+        """The engine's ops for this tape's own tensors: the sums of gradients of tensors used more than once,
+        and AccumulateGrad for every trainable leaf (once)."""
+        b = self.counts["backward"]
+        b["aten.add.Tensor"] += sum(max(0, s.uses - 1) for s in self._syms if s.grad)
+        b["aten.add_.Tensor" if self.accumulating else DETACH] += self._params
+        self._syms, self._params = [], 0
+
     # the end of backward ----------------------------------------------------------------------------------------
     def finish(self) -> dict[str, Counter]:
         """Add what the autograd engine itself dispatches: the seed gradient, the sums of gradients of tensors
         used more than once, and AccumulateGrad for every trainable leaf."""
-        b = self.counts["backward"]
-        b["aten.ones_like"] += 1                                      # loss.backward(): the gradient 1
-        b["aten.add.Tensor"] += sum(max(0, s.uses - 1) for s in self._syms if s.grad)
-        b["aten.add_.Tensor" if self.accumulating else DETACH] += self._params
+        self._close()
+        self.counts["backward"]["aten.ones_like"] += 1                # loss.backward(): the gradient 1
         return self.counts

@@ -107,6 +107,23 @@ def _loss(tp: Tape, s: Setup, h: Sym) -> None:
     tp.op("aten.div.Tensor", [loss], saved=[tp.tensor()], backward=["aten.div.Tensor"])
 
 
+def _layer(tp: Tape, s: Setup, input_grad: bool) -> tuple[Tape, bool]:
+    """One decoder layer on its own tape, and whether its output needs a gradient. Checkpointed: its forward
+    saves through the checkpoint's hook (which keeps the layer input), and backward re-runs it up to its last
+    saved tensor."""
+    x = tp.tensor(input_grad)
+    if not s.cfg.gradient_checkpointing:
+        return tp, decoder_layer(tp, s, x).grad
+    tp.save(x)
+    tp.hooked = True
+    out = decoder_layer(tp, s, x)
+    tp.hooked = False
+    tp.begin_recompute()
+    decoder_layer(tp, s, x)
+    tp.end_recompute()
+    return tp, out.grad
+
+
 def _walk(tp: Tape, s: Setup) -> None:
     """The whole micro-batch: embedding, positions and mask, the layers (checkpointed ones re-run in backward),
     the final norm, the loss; `tp.finish()` adds the autograd engine's own ops."""
@@ -119,18 +136,13 @@ def _walk(tp: Tape, s: Setup) -> None:
             tp.plain(*MASK_SLIDING)              # not record it; a config with none builds the plain mask)
     if s.low:
         tp.plain(TO, TO)                                          # cos, sin to the compute dtype
+    walked: dict[bool, tuple[Tape, bool]] = {}                    # every layer alike but for its input's grad
     for _ in range(s.shape.layers):
-        if s.cfg.gradient_checkpointing:
-            tp.save(x)                                            # checkpoint keeps the layer's input
-            tp.hooked = True                                      # saved tensors go to checkpoint's hook
-            out = decoder_layer(tp, s, x)
-            tp.hooked = False
-            tp.begin_recompute()                                  # backward re-runs it (up to its last save)
-            decoder_layer(tp, s, x)
-            tp.end_recompute()
-            x = out
-        else:
-            x = decoder_layer(tp, s, x)
+        if x.grad not in walked:
+            walked[x.grad] = _layer(tp.part(), s, x.grad)
+        part, out_grad = walked[x.grad]
+        tp.add(part)
+        x = tp.tensor(out_grad)
     _loss(tp, s, rms_norm(tp, s, x))
 
 
