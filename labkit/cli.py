@@ -1,6 +1,7 @@
 """Command line: `python -m labkit {doctor, estimate, run, sweep, search}` (console script `labkit`).
 
     labkit doctor                                   # what machine is this? (exit 0 always)
+    labkit calibrate                                # this device's time constants (F, B, o), cached
     labkit estimate --model llama-3.1-8b --seq-len 2048 --micro-batch 4      # theory only, instant
     labkit run --model tiny --steps 3 --no-checkpointing                      # real steps, measured + theory
     labkit sweep --micro-batch 1,2,4 --checkpointing on,off --plot runs/sweep.png
@@ -57,7 +58,20 @@ def cmd_doctor(args) -> int:
         ready, lines = preflight(facts)
         print(json.dumps({"ready": ready, "checks": lines}) if args.json else "\n".join(lines))
         return 0 if ready else 1
-    print(json.dumps(facts, indent=2) if args.json else format_doctor(facts))
+    from labkit.engine.calibrate import cached_calibration, format_calibration
+    facts["time_constants"] = cached_calibration()        # what `labkit calibrate` measured here, or None
+    print(json.dumps(facts, indent=2) if args.json else
+          format_doctor(facts) + "\n" + format_calibration(facts["time_constants"]))
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    """Measure this device's time constants (F, B, o) for the time theory; cached per device and versions."""
+    from labkit.engine.calibrate import calibrate, format_calibration
+    if not args.json:
+        print("calibrating: matmuls, copies, a probe step (a few seconds) …", file=sys.stderr, flush=True)
+    result = calibrate(force=args.force)
+    print(json.dumps(result, indent=2) if args.json else format_calibration(result))
     return 0
 
 
@@ -201,7 +215,7 @@ EXIT_CODES = """exit codes:
 def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="QLoRA Memory Lab: measured memory and time beside the theory.",
                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", metavar="{doctor,estimate,run,sweep,search,exercises}",
+    sub = parser.add_subparsers(dest="command", metavar="{doctor,calibrate,estimate,run,sweep,search,exercises}",
                                 parser_class=functools.partial(Parser, epilog=EXIT_CODES,
                                                                formatter_class=argparse.RawDescriptionHelpFormatter))
 
@@ -210,6 +224,12 @@ def build_parser() -> Parser:
     p.add_argument("--check", action="store_true",
                    help="preflight for a workshop: READY / NOT READY, exit 0 when ready, 1 when not")
     p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("calibrate", help="measure this device's time constants: matmul FLOP/s, copy bytes/s and "
+                                         "seconds per op (a few seconds; cached per device and library versions)")
+    p.add_argument("--force", action="store_true", help="measure again even if this device has cached constants")
+    p.add_argument("--json", action="store_true", help="print the constants as JSON")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("estimate", help="theory only: predicted memory and FLOPs, nothing is loaded")
     add_config_options(p, sweep=False)
@@ -283,7 +303,7 @@ def _main(argv) -> int:
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
-            raise UsageError("choose a command: doctor, estimate, run, sweep, search or exercises "
+            raise UsageError("choose a command: doctor, calibrate, estimate, run, sweep, search or exercises "
                              "(labkit -h for help)")
         return args.func(args)
     except (UsageError, ValueError) as e:

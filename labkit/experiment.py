@@ -12,6 +12,7 @@ import labkit
 from labkit import theory
 from labkit.config import RunConfig, rule_warnings
 from labkit.record import RunRecord, build
+from labkit.engine.calibrate import cached_calibration
 from labkit.engine.runner import measure_run
 from labkit.engine.device import run_setup
 from labkit.engine.models import check_weights
@@ -42,6 +43,10 @@ def _theory(cfg: RunConfig, precision: str, device: dict, padding_mask: bool, co
                          capability=device.get("capability"), blas_env=blas_env,
                          accumulating=counted.get("accumulating"),
                          saved_tensor_hooks=counted.get("saved_tensor_hooks"))
+    # time: device constants are inputs, like a data sheet — a calibration of this device (labkit calibrate), if
+    # one is cached, else the GPU's data sheet
+    out["time"] = theory.time_for_record(shape, cfg, precision, gpu, device["type"], padding_mask,
+                                         calibration=cached_calibration(device["type"]))
     if cfg.prepare_kbit:
         out["caveat"] = "prepare_kbit upcasts norms and embeddings to fp32; the theory does not model that"
     return out

@@ -143,6 +143,8 @@ class Theory(_Part):
     simple_rule_activations: int | None = None  # the seed's b·s·h·L·2
     step_flops: float | None = None
     step_time_at_peak_s: float | None = None
+    time: dict | None = None                    # one micro-step: compute_s, memory_s, overhead_s, total_s, regime,
+                                                # constants; optimizer_s and step_s for the whole optimizer step
     extra: dict = field(default_factory=dict)
 
 

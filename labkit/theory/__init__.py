@@ -11,6 +11,10 @@ components the lessons chart, and `predict_step_flops` the compute that the time
 Notation used in the comments: T = b·s tokens in a micro-batch; c = 4 (fp32) or 2 (fp16/bf16); LoRA adapters are
 kept in fp32 by peft (4 bytes per element), whatever c is.
 
+Time (`time`, with `device_constants`): the seconds of a step split into compute, memory bandwidth and overhead,
+from the FLOPs, bytes and op counts above and a device's F, B and o, which come in as data (a calibration of the
+machine, or a GPU's data sheet), never from the run being predicted.
+
 How the activation terms were derived: by reading what each op saves for backward in transformers' Llama code
 (RMSNorm, SDPA attention, SwiGLU MLP), peft's LoRA Linear and bitsandbytes' 4-bit matmul, and listing the tensors
 autograd keeps (`labkit.engine.measure.saved_activation_bytes` counts the same thing from the other side; a test checks the
@@ -43,6 +47,10 @@ from labkit.theory.peak import (batch_bytes, checkpoint_shared_inputs, dequantiz
                                 mlp_lora_forward_bytes, peak_phases, predict_memory)  # noqa: F401
 from labkit.theory.compute import PEAK_FLOPS, predict_step_flops, step_time_at_peak  # noqa: F401
 from labkit.theory.ops import OP_KINDS, op_kind, predict_aten_ops  # noqa: F401
+from labkit.theory.device_constants import (DATA_SHEETS, GPU_RECORD_OVERHEAD, DeviceConstants,
+                                            calibrated_constants, data_sheet, data_sheet_constants,
+                                            device_constants)  # noqa: F401
+from labkit.theory.time import micro_step_work, predict_time, time_for_record  # noqa: F401
 from labkit.config import RunConfig
 from labkit.shapes import ModelShape
 
