@@ -101,7 +101,7 @@ def process_clock(on: bool):
 def cpu_grid(rounds: int, steps: int, cpu_time: bool) -> None:
     import torch
     from labkit.config import RunConfig
-    from labkit.engine.calibrate import average_calibrations, calibrate
+    from labkit.engine.calibrate import mean_of_calibrations, calibrate
     from labkit.experiment import run
     from labkit.theory import calibrated_constants
     torch.set_num_threads(1)
@@ -118,7 +118,7 @@ def cpu_grid(rounds: int, steps: int, cpu_time: bool) -> None:
                     best[name] = rec
             print(f"round {r + 1}/{rounds} done", flush=True)
     after = calibrate(force=True, save=False, clock=clock)
-    constants = calibrated_constants(average_calibrations(before, after))
+    constants = calibrated_constants(mean_of_calibrations(before, after))
     rows = [(name, theory_time(rec, constants), rec.measured.step_time_s) for name, rec in best.items()]
     print(f"\nCPU grid: tiny, {torch.get_num_threads()} thread, fastest of {rounds} rounds × "
           f"{steps - 1} timed steps, {'process CPU time' if cpu_time else 'wall time'}; measured here "

@@ -449,29 +449,35 @@ def calibrate(device: str | None = None, force: bool = False, repeats: int = 7, 
     return result
 
 
-def _mean_curve(a: list, b: list) -> list:
-    rates = dict(map(tuple, b))
-    return [[size, (rate + rates[size]) / 2] for size, rate in a if size in rates]
+def _mean_curve(curves: list) -> list:
+    rates = [dict(map(tuple, c)) for c in curves]
+    return [[size, sum(r[size] for r in rates) / len(rates)] for size, _ in curves[0] if all(size in r for r in rates)]
 
 
-def average_calibrations(a: dict, b: dict) -> dict:
-    """The mean of two calibrations of one device, in a calibration's form: taken before and after a series of
-    runs, so that a change of load during the series weighs on both sides alike."""
-    out = dict(a)
-    out["flops_per_s"] = {k: (v + b["flops_per_s"][k]) / 2 for k, v in a["flops_per_s"].items()}
-    out["flops_per_s_by_size"] = {k: _mean_curve(v, b["flops_per_s_by_size"][k])
-                                  for k, v in a["flops_per_s_by_size"].items()}
-    out["attention_flops_per_s"] = {k: {d: (r + b["attention_flops_per_s"][k][d]) / 2 for d, r in v.items()}
-                                    for k, v in a["attention_flops_per_s"].items()}
-    out["bytes_per_s"] = (a["bytes_per_s"] + b["bytes_per_s"]) / 2
-    out["bytes_per_s_by_size"] = _mean_curve(a["bytes_per_s_by_size"], b["bytes_per_s_by_size"])
-    out["elementwise_bytes_per_s_by_size"] = {k: _mean_curve(v, b["elementwise_bytes_per_s_by_size"][k])
-                                              for k, v in a["elementwise_bytes_per_s_by_size"].items()}
-    out["dequantize_elements_per_s_by_size"] = _mean_curve(a["dequantize_elements_per_s_by_size"],
-                                                           b["dequantize_elements_per_s_by_size"])
-    out["random_elements_per_s"] = (a["random_elements_per_s"] + b["random_elements_per_s"]) / 2
-    out["overhead_s_per_op"] = {k: (v + b["overhead_s_per_op"][k]) / 2 for k, v in a["overhead_s_per_op"].items()}
-    out["source"] = a["source"] + " (mean of two calibrations, before and after the runs)"
+def mean_of_calibrations(*calibrations: dict) -> dict:
+    """Several calibrations of one device as one, each figure the mean of theirs: taken before and after a series
+    of runs on a shared machine, so that a change of load during the series weighs on both sides alike. (Each
+    calibration's figure is a best of short repeats, which a shared machine leaves undisturbed more often than a
+    whole step; the mean over calibrations spread across the runs comes nearer to the load the runs saw.)"""
+    n, first = len(calibrations), calibrations[0]
+    mean = lambda values: sum(values) / n  # noqa: E731
+    out = dict(first)
+    out["flops_per_s"] = {k: mean([c["flops_per_s"][k] for c in calibrations]) for k in first["flops_per_s"]}
+    out["flops_per_s_by_size"] = {k: _mean_curve([c["flops_per_s_by_size"][k] for c in calibrations])
+                                  for k in first["flops_per_s_by_size"]}
+    out["attention_flops_per_s"] = {k: {d: mean([c["attention_flops_per_s"][k][d] for c in calibrations]) for d in v}
+                                    for k, v in first["attention_flops_per_s"].items()}
+    out["bytes_per_s"] = mean([c["bytes_per_s"] for c in calibrations])
+    out["bytes_per_s_by_size"] = _mean_curve([c["bytes_per_s_by_size"] for c in calibrations])
+    out["elementwise_bytes_per_s_by_size"] = {
+        k: _mean_curve([c["elementwise_bytes_per_s_by_size"][k] for c in calibrations])
+        for k in first["elementwise_bytes_per_s_by_size"]}
+    out["dequantize_elements_per_s_by_size"] = _mean_curve([c["dequantize_elements_per_s_by_size"]
+                                                            for c in calibrations])
+    out["random_elements_per_s"] = mean([c["random_elements_per_s"] for c in calibrations])
+    out["overhead_s_per_op"] = {k: mean([c["overhead_s_per_op"][k] for c in calibrations])
+                                for k in first["overhead_s_per_op"]}
+    out["source"] = first["source"] + f" (mean of {n} calibrations, taken before and after the runs)"
     return out
 
 
