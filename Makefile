@@ -35,12 +35,13 @@ SANITIZE   := $(wildcard tests/nbval_sanitize.cfg)
 NBVAL_ARGS := $(if $(NB_DIRS),--nbval-lax --nbval-current-env $(if $(SANITIZE),--nbval-sanitize-with $(SANITIZE),),)
 DEMO_ARGS  ?= sweep --out runs/demo.jsonl --plot runs/demo.png
 
-.PHONY: help install lab test test-browser test-lowest demo clean distclean
+.PHONY: help install lab test test-browser test-lowest test-timing demo clean distclean
 
 help:
 	@echo "make lab        install (first time only) and open the lessons in JupyterLab"
 	@echo "make test       install (first time only) and run the tests and every notebook"
 	@echo "make test-browser  the lab in headless Chromium only (JupyterLab, Notebook 7); screenshots in runs/browser/"
+	@echo "make test-timing  the time theory against step times measured here (wants a quiet machine)"
 	@echo "make test-lowest  the unit tests at the lowest versions pyproject.toml admits (own venv: $(VENV_LOWEST))"
 	@echo "make demo       headless sweep on the tiny model: runs/demo.jsonl and runs/demo.png"
 	@echo "make install    create $(VENV) and install the kit with its test tools"
@@ -82,13 +83,18 @@ lab: $(LAB_STAMP)
 	$(BIN)/jupyter lab $(if $(CI),--no-browser,) $(if $(wildcard notebooks),notebooks/,.)
 
 test: $(STAMP) $(if $(HAVE_CHROMIUM),$(BROWSER_STAMP),)
-	$(PY) -m pytest tests $(NB_DIRS) $(NBVAL_ARGS)
+	$(PY) -m pytest tests $(NB_DIRS) $(NBVAL_ARGS) -m "not timing"
+
+# The time theory against step times measured on this machine: needs a quiet machine (a loaded one stretches the
+# small ops more than the big ones), so it is not part of `make test`.
+test-timing: $(STAMP)
+	$(PY) -m pytest tests -m timing -s
 
 test-browser: $(BROWSER_STAMP)
 	$(PY) -m pytest tests/browser -m browser
 
 test-lowest: $(LOW_STAMP)
-	$(LOW_PY) -m pytest tests --ignore=tests/browser
+	$(LOW_PY) -m pytest tests --ignore=tests/browser -m "not timing"
 
 demo: $(STAMP)
 	@mkdir -p runs

@@ -279,6 +279,7 @@ def _problems(predicted: dict, measured: dict) -> list[str]:
     return out
 
 
+@pytest.mark.timing
 def test_tiny_cpu_grid_step_times_and_deltas_hold():
     """Every config of the tiny CPU grid within 25 % of its measured step time, and each toggle's delta near the
     measured one (DELTA_POINTS; seq 128 → 512: seq 2048 is not cheap on a CPU). Steps are timed in this process's
