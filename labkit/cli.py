@@ -28,9 +28,8 @@ import warnings
 from labkit.flags import (PROG, Parser, UsageError, add_config_options, check_configs, config_from_args,
                           configs_from_sweep_args)
 from labkit.report.text import format_record, format_search, format_sweep
-from labkit.engine.notices import send_notes_to
+from labkit.engine import notices
 
-send_notes_to("stderr")     # stdout carries tables and JSON: a library's calm notes go beside the progress bars
 
 # ---- commands ------------------------------------------------------------------------------------------------------
 def _exit_code(records) -> int:
@@ -293,8 +292,8 @@ def _warnings_as_lines():
 
 
 def main(argv=None) -> int:
-    with warnings.catch_warnings():             # puts Python's warning display back on the way out
-        _warnings_as_lines()
+    with warnings.catch_warnings(), notices.notes_to("stderr"):   # both put things back on the way out
+        _warnings_as_lines()                    # stdout carries tables and JSON: calm notes go beside progress bars
         return _main(argv)
 
 

@@ -16,6 +16,7 @@ Nothing else is filtered: other bitsandbytes messages, and all of stderr, pass a
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 
@@ -33,6 +34,17 @@ def send_notes_to(stream_name: str) -> None:
         raise ValueError(f"notes go to 'stdout' or 'stderr', not {stream_name!r}")
     global _stream_name
     _stream_name = stream_name
+
+
+@contextlib.contextmanager
+def notes_to(stream_name: str):
+    """send_notes_to for the length of a `with` block (the command line's main), then back to where they went."""
+    before = _stream_name
+    send_notes_to(stream_name)
+    try:
+        yield
+    finally:
+        send_notes_to(before)
 
 
 class _CpuKernelNotice(logging.Filter):

@@ -53,6 +53,7 @@ def record(message: str) -> logging.LogRecord:
 
 
 def test_the_filter_drops_only_the_kernel_notice_and_speaks_once(capsys):
+    notices.send_notes_to("stdout")                    # the default; a command-line test may have run main before
     kernel_notice = notices._CpuKernelNotice()
     message = notices.BNB_CPU_KERNEL_MESSAGE + " from kernels-community: No module named 'kernels'."
     assert kernel_notice.filter(record(message)) is False
@@ -71,6 +72,20 @@ def test_install_is_idempotent():
         notices.send_notes_to("nowhere")
 
 
+def test_the_command_line_sends_notes_to_stderr_only_while_it_runs(capsys):
+    """Importing labkit.cli changes nothing for a notebook; its main sends notes to stderr, then puts them back."""
+    from labkit import cli
+    notices.send_notes_to("stdout")
+    seen = []
+    original = cli._main
+    try:
+        cli._main = lambda argv: seen.append(notices._stream_name) or 0
+        assert cli.main(["doctor"]) == 0
+    finally:
+        cli._main = original
+    assert seen == ["stderr"] and notices._stream_name == "stdout"
+
+
 @needs_the_notice
 def test_without_labkit_bitsandbytes_prints_the_red_line():
     """The control: the children below do reproduce the notice a learner saw."""
@@ -83,8 +98,8 @@ def test_without_labkit_bitsandbytes_prints_the_red_line():
 @pytest.mark.parametrize("body, stream", [
     # lesson 05: a labkit module first, then peft (which imports bitsandbytes) in the learner's own cell
     ("import labkit.engine.hardware\nfrom peft import LoraConfig\nimport bitsandbytes", "stdout"),
-    # the command line: stdout carries tables and JSON, so the note goes to stderr
-    ("import labkit.cli\nimport bitsandbytes", "stderr"),
+    # the command line: stdout carries tables and JSON, so while its main runs (as below) the note goes to stderr
+    ("import labkit.cli\nwith labkit.cli.notices.notes_to('stderr'):\n    import bitsandbytes", "stderr"),
 ])
 def test_the_notice_becomes_one_calm_line(body, stream):
     p = child(body)
