@@ -323,33 +323,30 @@ def optimizer_probe(device: str, precision: str, repeats: int = 7) -> dict:
     optimizer = make_optimizer(torch.nn.ParameterList(params), RunConfig(model="tiny"))
     scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" else None
 
-    def step():
+    def optimizer_step():                         # what the runner does once per optimizer step
+        if scaler:
+            scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        (scaler.step(optimizer) if scaler else optimizer.step())
+        if scaler:
+            scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+
+    def timed_step():
         for p in params:
             p.grad = torch.full_like(p, 1e-3)
         _sync(dev)
         t0 = _clock()
-        if scaler:
-            scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        (scaler.step(optimizer) if scaler else optimizer.step())
-        if scaler:
-            scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step()
         _sync(dev)
         return _clock() - t0
 
-    times = [step() for _ in range(repeats + 2)][2:]
+    times = [timed_step() for _ in range(repeats + 2)][2:]
     for p in params:
         p.grad = torch.full_like(p, 1e-3)
     counter = OpCounter()
     with counter:
-        if scaler:
-            scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        (scaler.step(optimizer) if scaler else optimizer.step())
-        if scaler:
-            scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step()
     ops = _dispatched(counter.summary(), "forward")
     return {"seconds": min(times), "ops": ops, "tensors": len(params)}
 
