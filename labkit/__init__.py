@@ -9,6 +9,7 @@ The stable API, what notebooks, exercises and your own scripts may rely on:
     labkit.sweep([cfg, cfg.replace(micro_batch=4)], "runs/sweep.jsonl")
     labkit.largest_micro_batch(cfg)                # grow until OOM, then bisect
     labkit.load_records("runs/sweep.jsonl")        # records the kit wrote, old ones included
+    labkit.calibrate()                             # this machine's time constants (F, B, o), measured once, cached
     labkit.lab()                                   # the widget lab
 
 Where things live (each layer imports only from the layers above it in this list):
@@ -34,6 +35,7 @@ _API = {
     "largest_micro_batch": ("labkit.search", "largest_micro_batch"),
     "load_records": ("labkit.sweeps", "load_records"),
     "lab": ("labkit.course.lab", "lab"),
+    "calibrate": ("labkit.engine.calibrate", "calibrate"),
 }
 _MODULES = {"config", "shapes", "units", "theory", "engine", "experiment", "search", "sweeps", "report", "course",
             "checkers", "cli", "fresh"}

@@ -127,3 +127,14 @@ def fmt_ratio(new, old) -> str:
     """new/old as '3.98×'; 'n/a' if either is missing."""
     r = ratio(new, old)
     return "n/a" if r is None else f"{r:.3g}×"
+
+
+def fmt_seconds(s) -> str:
+    """Seconds in the unit that reads best: 1.84 → '1.84 s', 0.0123 → '12.3 ms', 4.2e-5 → '42 µs'; None → '—'."""
+    if not _number(s):
+        return MISSING
+    if abs(s) >= 1:
+        return f"{s:.3g} s"
+    if abs(s) >= 1e-3:
+        return f"{s * 1e3:.3g} ms"
+    return f"{s * 1e6:.3g} µs"

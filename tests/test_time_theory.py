@@ -297,3 +297,21 @@ def test_tiny_cpu_grid_step_times_and_deltas_hold():
                 return
     pytest.fail("time theory off on the tiny CPU grid:\n" + "\n".join(
         f"attempt {i + 1}: " + "; ".join(p) for i, p in enumerate(attempts)))
+
+
+def test_the_knee_is_where_a_micro_steps_work_reaches_its_overhead():
+    cfg = RunConfig(model="llama-3.2-1b", seq_len=512, grad_accum=1, precision="fp16")
+    t4 = theory.data_sheet_constants("Tesla T4")
+    knee = theory.overhead_knee(LLAMA, cfg, "fp16", t4, "cuda")
+    assert knee is not None and knee > 1
+
+    def work_minus_overhead(mb):
+        t = theory.predict_time(LLAMA, cfg.replace(micro_batch=mb), "fp16", t4, "cuda")
+        return t["compute_s"] + t["memory_s"] - t["overhead_s"]
+
+    assert work_minus_overhead(knee - 1) < 0 <= work_minus_overhead(knee)
+    # an H100 is ~15× a T4's compute: its knee comes later; beyond `largest`, no knee
+    h100_knee = theory.overhead_knee(LLAMA, cfg, "fp16", theory.data_sheet_constants(H100), "cuda")
+    assert h100_knee > 8                                              # the records: flat from 1 to 8
+    assert theory.overhead_knee(LLAMA, cfg, "fp16", theory.data_sheet_constants(H100), "cuda", largest=4) is None
+    assert theory.overhead_knee(LLAMA, cfg, "bf16", t4, "cuda") is None      # a T4 has no bf16: no figures

@@ -61,9 +61,30 @@ class Environment:
         return "the tiny stand-in model on the CPU"
 
 
+def show_figures() -> bool:
+    """Make a cell that ends with a chart (a `matplotlib.figure.Figure`, what `labkit.report.charts` returns) show it
+    as a picture. Jupyter draws figures inline only once pyplot has set up its inline backend, which the kit never
+    does (it draws without pyplot), so without this a chart shows as '<Figure size 700x750 with 2 Axes>'.
+    Registers a PNG formatter with IPython; returns False outside IPython (a script: nothing to do)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None:
+        return False
+    from matplotlib.figure import Figure
+
+    from labkit.report.charts import figure_png
+    shell.display_formatter.formatters["image/png"].for_type(Figure, figure_png)
+    return True
+
+
 def environment(verbose: bool = True) -> Environment:
-    """Which device the lessons run on and which model they use: 'llama-3.2-1b' on a GPU, 'tiny' on the CPU."""
+    """Which device the lessons run on and which model they use: 'llama-3.2-1b' on a GPU, 'tiny' on the CPU. Also
+    quiets the known notices and lets charts show inline (`show_figures`)."""
     quiet()
+    show_figures()
     import torch
     on_gpu = torch.cuda.is_available()
     if on_gpu:

@@ -17,6 +17,7 @@ import textwrap
 from matplotlib.figure import Figure
 
 from labkit.report.text import COMPONENTS, component_values, config_label, lookup, status_of, sweep_labels, theory_saved
+from labkit.report.timing import REGIME_WORDS, predicted_step_s, time_theory
 from labkit.units import change, fmt_change, pick_unit, ratio, row_unit
 
 THEORY_COLOR, MEASURED_COLOR, RULE_COLOR, BAD_COLOR = "#9ecae1", "#e6550d", "#bdbdbd", "#b2182b"
@@ -133,6 +134,13 @@ def memory_components_chart(record_or_records, ax=None, save=None):
     return fig
 
 
+def figure_png(fig: Figure, dpi: int = 110) -> bytes:
+    """A figure as PNG bytes: what a notebook shows for a chart a cell returns (`lessons.show_figures`)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
 def memory_chart_png(record, title: str | None = None, width_in: float = 6.4, height_in: float = 4.4,
                      dpi: int = 150) -> tuple[Figure, bytes]:
     """The lab's memory chart of one record: (figure, PNG bytes). Drawn 6.4 × 4.4 in at 150 dpi (960 × 660 px), so
@@ -142,15 +150,13 @@ def memory_chart_png(record, title: str | None = None, width_in: float = 6.4, he
     _draw_components(fig.subplots(), record)
     if title:
         fig.suptitle(wrapped(title, width_in, TITLE_PT), fontsize=TITLE_PT)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return fig, buf.getvalue()
+    return fig, figure_png(fig, dpi)
 
 
 # ---- chart 2: a sweep ------------------------------------------------------------------------------------------------
 def sweep_chart(records, path=None):
     """(a) measured saved activations beside the theory, per config; (b) step time relative to the first
-    measured config, beside the theory's step-FLOPs ratio. Failed runs stay on the chart, marked OOM / error."""
+    measured config, beside the theory's (the three-regime step time; the FLOPs ratio for older records). Failed runs stay on the chart, marked OOM / error."""
     records = list(records)
     if not records:
         raise ValueError("sweep_chart needs at least one record")
@@ -187,7 +193,9 @@ def sweep_chart(records, path=None):
     # (b) step time relative to the baseline = the first run with a measured step time
     times = [lookup(r, "measured", "step_time_s") if status_of(r) == "ok" else None for r in records]
     base_i = next((i for i, t in enumerate(times) if t), None)
-    flops = [lookup(r, "theory", "step_flops") for r in records]
+    # the theory: the three-regime seconds of a step where every record has them, else the FLOPs (older records)
+    three_regime = all(predicted_step_s(r) is not None for r in records)
+    flops = [predicted_step_s(r) if three_regime else lookup(r, "theory", "step_flops") for r in records]
     if base_i is not None:
         base_flops = flops[base_i]
         ax_time.axhline(1.0, color="black", linewidth=0.6)
@@ -195,7 +203,8 @@ def sweep_chart(records, path=None):
             tr = ratio(f, base_flops)
             if tr is not None:
                 ax_time.bar(x - width / 2, tr, width, color=THEORY_COLOR, edgecolor="black", linewidth=0.5,
-                            label="theory (step FLOPs ratio)" if x == base_i else None)
+                            label=("theory (compute · memory · overhead)" if three_regime
+                                   else "theory (step FLOPs ratio)") if x == base_i else None)
             if status_of(r) != "ok":
                 ax_time.text(x + width / 2, 0, status_of(r).upper(), ha="center", va="bottom", color=BAD_COLOR,
                              fontweight="bold", fontsize=9, rotation=90)
@@ -215,6 +224,78 @@ def sweep_chart(records, path=None):
         a.set_xlim(-0.7, len(records) - 0.3)
         if a.get_legend_handles_labels()[0]:
             a.legend(fontsize=7)
+    if path:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+# ---- chart 3: time against micro-batch, and the knee -----------------------------------------------------------------
+def micro_batch_time_chart(records, theory_records=None, knee: int | None = None, path=None):
+    """(a) seconds per optimizer step against the micro-batch: measured points, the theory's total, and its two
+    sides — the work (compute + memory) and the overhead (ops × seconds per op); (b) tokens per second, measured
+    and theory. `theory_records` (e.g. `labkit.estimate` at more micro-batches) draw the theory's curves; by default
+    the runs' own theory. `knee`: the micro-batch where the work reaches the overhead (`theory.overhead_knee`),
+    marked on both panels. Records are runs of one config that differ only in the micro-batch."""
+    records = [r for r in records if lookup(r, "config", "micro_batch")]
+    if not records:
+        raise ValueError("micro_batch_time_chart needs at least one record")
+    curve = sorted((r for r in (theory_records or records) if time_theory(r)),
+                   key=lambda r: r["config"]["micro_batch"])
+    fig = Figure(figsize=(9.0, 4.0), layout="constrained")
+    ax_time, ax_rate = fig.subplots(1, 2)
+
+    def tokens(r):       # tokens of one optimizer step: micro-batch × sequence × accumulation (padding included)
+        c = r["config"]
+        return c["micro_batch"] * c["seq_len"] * c["grad_accum"]
+
+    if curve:
+        mbs = [r["config"]["micro_batch"] for r in curve]
+        t = [time_theory(r) for r in curve]
+        accum = [r["config"]["grad_accum"] for r in curve]
+        ax_time.plot(mbs, [x["step_s"] for x in t], color="#3182bd", linewidth=2, label="theory: step time")
+        ax_time.plot(mbs, [(x["compute_s"] + x["memory_s"]) * a for x, a in zip(t, accum)], color="#3182bd",
+                     linestyle="--", linewidth=1, label="theory: work (compute + memory)")
+        ax_time.plot(mbs, [x["overhead_s"] * a for x, a in zip(t, accum)], color="#756bb1", linestyle=":",
+                     linewidth=1.5, label="theory: overhead (ops × s/op)")
+        ax_rate.plot(mbs, [tokens(r) / x["step_s"] for r, x in zip(curve, t)], color="#3182bd", linewidth=2,
+                     label="theory")
+    ok = [r for r in records if status_of(r) == "ok" and lookup(r, "measured", "step_time_s")]
+    if ok:
+        mbs = [r["config"]["micro_batch"] for r in ok]
+        times = [r["measured"]["step_time_s"] for r in ok]
+        ax_time.plot(mbs, times, "o", color=MEASURED_COLOR, label="measured")
+        ax_rate.plot(mbs, [tokens(r) / s for r, s in zip(ok, times)], "o-", color=MEASURED_COLOR,
+                     label="measured")
+    for r in records:
+        if status_of(r) != "ok":
+            for ax in (ax_time, ax_rate):
+                ax.axvline(r["config"]["micro_batch"], color=BAD_COLOR, linewidth=0.8)
+                ax.text(r["config"]["micro_batch"], 0.02, f" {status_of(r).upper()}", color=BAD_COLOR,
+                        transform=ax.get_xaxis_transform(), fontsize=LABEL_PT - 1)
+    if knee:
+        for ax in (ax_time, ax_rate):
+            ax.axvline(knee, color="gray", linestyle="-.", linewidth=1)
+            ax.text(knee, 0.97, f" knee ≈ {knee}", color="gray", va="top", transform=ax.get_xaxis_transform(),
+                    fontsize=LABEL_PT - 1)
+    first = next((time_theory(r) for r in curve), None)
+    regime = f" (theory at {curve[0]['config']['micro_batch']}: {REGIME_WORDS.get(first['regime'], '')})" \
+        if first else ""
+    ax_time.set_title("(a) seconds per optimizer step" + regime, fontsize=TITLE_PT)
+    if _title_suffix(records):
+        fig.suptitle(_title_suffix(records).strip(), fontsize=TITLE_PT - 1, color="gray")
+    ax_rate.set_title("(b) tokens per second (padding included)", fontsize=TITLE_PT)
+    ax_time.set_ylabel("seconds", fontsize=LABEL_PT)
+    ax_rate.set_ylabel("tokens / s", fontsize=LABEL_PT)
+    for ax in (ax_time, ax_rate):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("micro-batch", fontsize=LABEL_PT)
+        top = max(r["config"]["micro_batch"] for r in records + curve)
+        ticks = sorted({r["config"]["micro_batch"] for r in records} | {2 ** k for k in range(top.bit_length())
+                                                                         if 2 ** k <= top})
+        ax.set_xticks(ticks, [str(x) for x in ticks])
+        ax.tick_params(labelsize=TICK_PT)
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=BAR_PT)
     if path:
         fig.savefig(path, dpi=110)
     return fig

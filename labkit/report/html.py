@@ -10,6 +10,7 @@ import html
 
 from labkit.report.text import (PEAK, SAVED, STEP_TIME, config_label, history_row, labels_text, lookup,
                                 theory_saved)
+from labkit.report.timing import REGIME_WORDS, predicted_step_s, regime_of, time_note, time_split_text
 from labkit.units import MISSING, fmt_budget, fmt_row
 
 # what each stand-in label means: the notes under the result table and the reference set's controls
@@ -29,6 +30,7 @@ HELD_BEFORE_SOURCES = {"cuda-allocator": "the CUDA allocator's count: every tens
 # the rows of the result table that are not one of the delta line's quantities
 LAYERS_PART, LOGITS_PART = "└ of it: layers", "└ of it: logits (fp32)"
 SIMPLE_RULE = "seed's rule b·s·h·L·2"
+REGIME_ROW = "└ regime (theory)"       # compute-, memory- or overhead-bound: labkit.report.timing
 IN_TOTAL = "in the total"
 RESULT_FIELDS = ("gradient_checkpointing", "micro_batch", "grad_accum", "precision", "seq_len", "lora_r")
 
@@ -54,8 +56,12 @@ def _seconds(t) -> str:
 
 # ---- one record: theory beside measured ------------------------------------------------------------------------------
 def predicted_step_time(record, previous=None) -> tuple[float | None, str]:
-    """(seconds, how) — from the previous run on the same device scaled by the FLOPs ratio, else the data-sheet
-    peak (a floor no real run reaches), else (None, why not)."""
+    """(seconds, how) — the three-regime time theory of an optimizer step (theory.time, `labkit.report.timing`)
+    with its split and regime; for records without it, the previous run on the same device scaled by the FLOPs
+    ratio, else the data-sheet peak (a floor no real run reaches), else (None, why not)."""
+    predicted = predicted_step_s(record)
+    if predicted is not None:
+        return predicted, time_note(record)
     flops = lookup(record, "theory", "step_flops")
     prev_t = lookup(previous, "measured", "step_time_s") if previous else None
     prev_f = lookup(previous, "theory", "step_flops") if previous else None
@@ -65,7 +71,7 @@ def predicted_step_time(record, previous=None) -> tuple[float | None, str]:
     at_peak = lookup(record, "theory", "step_time_at_peak_s")
     if at_peak:
         return at_peak, "at the GPU's data-sheet peak (a floor: real runs reach a fraction of it)"
-    return None, "no previous run on this device to scale from, and no data-sheet peak for it"
+    return None, time_split_text(record)
 
 
 def _memory_rows(record) -> list[tuple[str, object, object]]:
@@ -111,6 +117,8 @@ def result_rows(record, previous=None) -> tuple[list[tuple[str, str, str]], str]
         rows.append((name, theory_text, measured_text))
     t_pred, how = predicted_step_time(record, previous)
     rows.append((STEP_TIME, _seconds(t_pred), _seconds(lookup(record, "measured", "step_time_s"))))
+    if regime_of(record):                                   # which part binds; the split is in the notes
+        rows.append((REGIME_ROW, REGIME_WORDS[regime_of(record)], ""))
     return rows, how
 
 

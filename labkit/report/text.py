@@ -12,7 +12,7 @@ import io
 from collections.abc import Mapping
 
 from labkit.config import RunConfig, rule_warnings
-from labkit.units import MISSING, change, fmt_bytes, fmt_change, fmt_ratio
+from labkit.units import MISSING, change, fmt_bytes, fmt_change, fmt_ratio, fmt_seconds
 
 # the memory components, in the order tables and charts show them
 COMPONENTS = ["weights", "lora", "gradients", "optimizer", "saved activations", "logits"]
@@ -146,21 +146,38 @@ def describe_changes(prev, cur) -> str:
     return ", ".join(parts) or "same config"
 
 
+def _step_time_theory(prev, cur):
+    """(getter, three_regime): what the delta line's step-time theory reads — the three-regime seconds of an
+    optimizer step (theory.time.step_s) when both records have them, else the FLOPs (records from before the time
+    theory)."""
+    from labkit.report.timing import predicted_step_s
+    if predicted_step_s(prev) is not None and predicted_step_s(cur) is not None:
+        return predicted_step_s, True
+    return (lambda r: lookup(r, "theory", "step_flops")), False
+
+
+def _regime_words(record) -> str:
+    from labkit.report.timing import REGIME_WORDS, regime_of
+    regime = regime_of(record)
+    return f", {REGIME_WORDS[regime]}" if regime in REGIME_WORDS else ""
+
+
 def delta_text(prev, cur, names=("this run", "previous run")) -> str:
     """The lab's delta line between two runs: what changed, then measured change with the theory's beside it.
     `names` say which run is which where one of them failed (the lab passes ("run 3", "run 1")).
 
-    e.g. 'checkpointing on: saved activations −81% (theory −83%), step time +46% (theory +50%)'
+    e.g. 'checkpointing on: saved activations −81% (theory −83%), step time +46% (theory +50%, overhead-bound)'
     """
     if cur is None:
         return "no run yet"
     if prev is None:
         return "first run: nothing to compare with yet"
     both_ok = status_of(prev) == "ok" and status_of(cur) == "ok"
+    step_theory, three_regime = _step_time_theory(prev, cur)
     metrics = [  # (name, measured key, theory value getter, show only when both measured)
         (SAVED, "saved_activation_bytes", theory_saved, False),
         (PEAK, "peak_allocated_bytes", lambda r: lookup(r, "theory", "peak"), True),
-        (STEP_TIME, "step_time_s", lambda r: lookup(r, "theory", "step_flops"), False),
+        (STEP_TIME, "step_time_s", step_theory, False),
     ]
     parts = []
     for name, key, theory_of, needs_both in metrics:
@@ -168,12 +185,13 @@ def delta_text(prev, cur, names=("this run", "previous run")) -> str:
         theory = change(theory_of(cur), theory_of(prev))
         if measured is None and (needs_both or theory is None):
             continue
+        regime = _regime_words(cur) if name == STEP_TIME and three_regime and theory is not None else ""
         if measured is None:
-            parts.append(f"{name} not measured (theory {fmt_change(theory)})")
+            parts.append(f"{name} not measured (theory {fmt_change(theory)}{regime})")
         elif theory is None:
             parts.append(f"{name} {fmt_change(measured)}")
         else:
-            parts.append(f"{name} {fmt_change(measured)} (theory {fmt_change(theory)})")
+            parts.append(f"{name} {fmt_change(measured)} (theory {fmt_change(theory)}{regime})")
     line = f"{describe_changes(prev, cur)}: " + (", ".join(parts) if parts else "nothing to compare")
     for who, rec in zip(names, (cur, prev)):
         if status_of(rec) != "ok":
@@ -216,11 +234,14 @@ def format_record(record) -> str:
             measured.get("allocated_before_source"), measured.get("allocated_before_source") or "")
         lines.append(row.format("held before the run", "", fmt_bytes(measured["allocated_before_bytes"]), "")
                      + f"  ({source}; included in the peak)")
-    step, flops = measured.get("step_time_s"), theory.get("step_flops")
-    lines.append(row.format("step time", f"{flops:.3g} FLOP" if flops else MISSING,
-                            f"{step:.3g} s" if step else MISSING, ""))
+    from labkit.report.timing import predicted_step_s, time_note
+    step, predicted = measured.get("step_time_s"), predicted_step_s(record)
+    lines.append(row.format("step time", fmt_seconds(predicted), fmt_seconds(step), _err(step, predicted)))
     if measured.get("tokens_per_s"):
         lines.append(row.format("tokens/s", "", f"{measured['tokens_per_s']:.1f}", ""))
+    lines.append(f"time theory: {time_note(record)}")
+    if theory.get("step_flops"):
+        lines.append(f"FLOPs per optimizer step: {theory['step_flops']:.3g}")
     if measured.get("loss"):
         lines.append("loss per optimizer step: " + ", ".join(f"{x:.4f}" for x in measured["loss"]))
     try:

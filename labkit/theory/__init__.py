@@ -45,12 +45,12 @@ from labkit.theory.cuda import (BLAS_ENV_VARS, BLAS_THREADS, CUDA_BLOCK, PAGED_M
                                 resident_tensors)  # noqa: F401
 from labkit.theory.peak import (batch_bytes, checkpoint_shared_inputs, dequantized_weight_bytes,
                                 mlp_lora_forward_bytes, peak_phases, predict_memory)  # noqa: F401
-from labkit.theory.compute import PEAK_FLOPS, predict_step_flops, step_time_at_peak  # noqa: F401
+from labkit.theory.compute import predict_step_flops, step_time_at_peak  # noqa: F401
 from labkit.theory.ops import OP_KINDS, op_kind, predict_aten_ops  # noqa: F401
 from labkit.theory.device_constants import (DATA_SHEETS, GPU_RECORD_OVERHEAD, DeviceConstants,
                                             calibrated_constants, data_sheet, data_sheet_constants,
                                             device_constants)  # noqa: F401
-from labkit.theory.time import micro_step_work, predict_time, time_for_record  # noqa: F401
+from labkit.theory.time import micro_step_work, overhead_knee, predict_time, time_for_record  # noqa: F401
 from labkit.config import RunConfig
 from labkit.shapes import ModelShape
 

@@ -1,22 +1,10 @@
 """Compute: the FLOPs of one optimizer step and the seconds they take at a data-sheet peak."""
 from __future__ import annotations
 
-import re
-
 from labkit.config import RunConfig
 from labkit.shapes import ModelShape
+from labkit.theory.device_constants import data_sheet
 from labkit.theory.resident import trainable_params
-
-
-PEAK_FLOPS = [  # (GPU name pattern, dense peaks in FLOP/s from the vendors' data sheets); first match wins
-    (r"\bT4\b", {"fp16": 65e12, "bf16": None, "fp32": 8.1e12}),
-    (r"\bA100\b", {"fp16": 312e12, "bf16": 312e12, "fp32": 19.5e12}),
-    (r"\bA10\b", {"fp16": 125e12, "bf16": 125e12, "fp32": 31.2e12}),
-    (r"\bL4\b", {"fp16": 121e12, "bf16": 121e12, "fp32": 30.3e12}),
-    (r"\bH100\b.*\bPCIe\b", {"fp16": 756e12, "bf16": 756e12, "fp32": 51e12}),
-    (r"\bH100\b", {"fp16": 989e12, "bf16": 989e12, "fp32": 67e12}),
-    (r"\bH200\b", {"fp16": 989e12, "bf16": 989e12, "fp32": 67e12}),
-]
 
 
 def predict_step_flops(shape: ModelShape, cfg: RunConfig) -> dict:
@@ -45,12 +33,9 @@ def predict_step_flops(shape: ModelShape, cfg: RunConfig) -> dict:
 
 
 def step_time_at_peak(flops: float, gpu_name: str | None, precision: str) -> float | None:
-    """Seconds one step would take at the GPU's data-sheet peak; None where no peak is known (CPUs).
-    Real runs reach a fraction of it; the course compares ratios, which that fraction cancels out of."""
-    if not gpu_name:
-        return None
-    for pattern, peaks in PEAK_FLOPS:
-        if re.search(pattern, gpu_name):
-            peak = peaks.get(precision)
-            return flops / peak if peak else None
-    return None
+    """Seconds one step would take at the GPU's data-sheet peak (`device_constants.DATA_SHEETS`, the one list of
+    peaks); None where no peak is known (CPUs) or the GPU has no such unit (bf16 on a T4). A floor no real run
+    reaches: small ops and dispatch overhead keep runs far from it (`labkit.theory.time` says how far)."""
+    sheet = data_sheet(gpu_name)
+    peak = (sheet or {}).get("flops_per_s", {}).get(precision)
+    return flops / peak if peak else None

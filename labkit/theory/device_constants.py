@@ -21,7 +21,7 @@ DATA_SHEETS = [   # (GPU name pattern, constants); first match wins. Dense peaks
         "source": {"flops_per_s": "NVIDIA T4 Tensor Core GPU data sheet: 65 TFLOPS mixed precision (FP16 tensor "
                                   "cores), 8.1 TFLOPS single precision; no bf16",
                    "bytes_per_s": "NVIDIA T4 data sheet: 320 GB/s GDDR6"}}),
-    (r"\bA10G?\b", {
+    (r"\bA10\b", {      # not the A10G (AWS): NVIDIA publishes no data sheet for it
         "name": "NVIDIA A10",
         "flops_per_s": {"fp16": 125e12, "bf16": 125e12, "fp32": 31.2e12},
         "bytes_per_s": 600e9,

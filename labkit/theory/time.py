@@ -293,3 +293,29 @@ def time_for_record(shape: ModelShape, cfg: RunConfig, precision: str, gpu_name:
     return {"compute_s": None, "memory_s": None, "overhead_s": None, "total_s": None, "regime": None,
             "optimizer_s": None, "step_s": None,
             "constants": constants.for_record(precision) if constants else None, "note": note}
+
+
+def overhead_knee(shape: ModelShape, cfg: RunConfig, precision: str, constants: DeviceConstants,
+                  device_type: str = "cpu", padding_mask: bool = True, largest: int = 256) -> int | None:
+    """The knee of the time-against-micro-batch curve: the smallest micro-batch at which the work of one
+    micro-step (compute_s + memory_s) reaches its overhead (overhead_s), so overhead stops dominating. Below it,
+    a bigger micro-batch adds tokens almost for free on a GPU (the host's dispatching hides the work); above it,
+    time grows with the tokens. None when overhead still dominates at `largest` (or without constants for this
+    precision). The op count does not depend on the micro-batch, the work does: one search over powers of two,
+    then a bisection."""
+    def work_reaches_overhead(mb: int) -> bool:
+        t = predict_time(shape, cfg.replace(micro_batch=mb), precision, constants, device_type, padding_mask)
+        return t is not None and t["compute_s"] + t["memory_s"] >= t["overhead_s"]
+
+    if predict_time(shape, cfg, precision, constants, device_type, padding_mask) is None:
+        return None
+    hi = 1
+    while not work_reaches_overhead(hi):          # 1, 2, 4, … until the work catches up
+        if hi >= largest:
+            return None
+        hi = min(2 * hi, largest)
+    lo = hi // 2                                  # overhead still dominated at lo (or lo = 0)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if work_reaches_overhead(mid) else (mid, hi)
+    return hi

@@ -93,3 +93,24 @@ def test_controls_wrap_instead_of_fixing_a_width_wider_than_the_column():
             assert w.style.description_width == "130px", name
             assert f"labkit-{name.replace('_', '-')}" in w._dom_classes
         assert "labkit-checkpointing" in controls["gradient_checkpointing"]._dom_classes
+
+
+def test_lessons_let_a_returned_chart_show_as_a_picture():
+    """A chart a cell returns is a matplotlib Figure drawn without pyplot: IPython shows it as text
+    ('<Figure size … with 2 Axes>') unless a PNG formatter is registered, which lessons.environment() does."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from matplotlib.figure import Figure
+
+    from labkit.course import lessons
+
+    assert lessons.show_figures() is False                          # no IPython here: nothing to do
+    shell = InteractiveShell.instance()
+    try:
+        fig = Figure()
+        fig.subplots().plot([1, 2])
+        assert "image/png" not in shell.display_formatter.format(fig)[0]
+        assert lessons.show_figures() is True
+        png = shell.display_formatter.format(fig)[0]["image/png"]
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        InteractiveShell.clear_instance()

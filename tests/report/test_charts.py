@@ -58,3 +58,32 @@ def test_sweep_chart_keeps_failed_runs(tmp_path):
 def test_sweep_chart_rejects_empty():
     with pytest.raises(ValueError):
         sweep_chart([])
+
+
+def _mb_record(mb, measured_s, status="ok"):
+    """A CPU run at micro-batch `mb`: work grows with the tokens (10 ms per sequence), overhead stays at 40 ms."""
+    from report_records import with_time
+    r = with_time(make_record(status=status, micro_batch=mb, grad_accum=1), 0.01 * mb, 0.0, 0.04)
+    if status == "ok":
+        r["measured"]["step_time_s"] = measured_s
+    return r
+
+
+def test_micro_batch_time_chart_draws_measured_theory_and_the_knee(tmp_path):
+    runs = [_mb_record(1, 0.06), _mb_record(2, 0.07), _mb_record(4, 0.09), _mb_record(8, None, status="oom")]
+    curve = [_mb_record(mb, None) for mb in range(1, 9)]
+    fig = charts.micro_batch_time_chart(runs, curve, knee=4, path=tmp_path / "mb.png")
+    assert _png_ok(tmp_path / "mb.png")
+    ax_time, ax_rate = fig.axes
+    lines = {line.get_label(): line for line in ax_time.get_lines()}
+    assert list(lines["measured"].get_xdata()) == [1, 2, 4]                       # the OOM run has no point
+    assert list(lines["theory: step time"].get_ydata()) == pytest.approx([0.01 * mb + 0.04 for mb in range(1, 9)])
+    assert list(lines["theory: overhead (ops × s/op)"].get_ydata()) == pytest.approx([0.04] * 8)
+    rate = {line.get_label(): line for line in ax_rate.get_lines()}
+    assert list(rate["measured"].get_ydata()) == pytest.approx([256 / 0.06, 512 / 0.07, 1024 / 0.09])
+    texts = [t.get_text().strip() for ax in fig.axes for t in ax.texts]
+    assert texts.count("knee ≈ 4") == 2 and "OOM" in texts
+    assert "overhead-bound" in ax_time.get_title()                              # 10 ms work < 40 ms overhead at 1
+    assert [t.get_text() for t in ax_time.get_xticklabels()] == ["1", "2", "4", "8"]
+    with pytest.raises(ValueError):
+        charts.micro_batch_time_chart([])

@@ -87,8 +87,10 @@ def test_format_record_puts_theory_beside_measured():
         "peak allocated                    1.07 GiB      1.17 GiB       +9%",
         "peak reserved                                          —          ",
         "held before the run                              300 MiB            (live tensors; included in the peak)",
-        "step time                     1.5e+12 FLOP        1.46 s          ",
+        "step time                                —        1.46 s          ",
         "tokens/s                                          2048.0          ",
+        "time theory: no time theory in this record",
+        "FLOPs per optimizer step: 1.5e+12",
         "loss per optimizer step: 6.0000, 5.9000"]
 
 

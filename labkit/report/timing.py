@@ -1,0 +1,83 @@
+"""The time theory in words: a record's predicted step time, its split into compute · memory · overhead, and the
+regime that binds — what the lab, the command line and the lessons print beside a measured time.
+
+    time_split_text(rec)   'compute 1.1 ms · memory 0.62 ms · overhead 14.2 ms a micro-step → overhead-bound'
+    step_time_text(rec)    '8 micro-steps × 16 ms + optimizer 3.1 ms = 0.131 s an optimizer step'
+    constants_text(rec)    'constants: calibrated on x86_64, 2026-12-01'
+
+The numbers are record["theory"]["time"] (labkit.theory.time.predict_time); this module only chooses words. A record
+without them (an older record, or a CPU never calibrated) reads None / says why.
+"""
+from __future__ import annotations
+
+from labkit.report.text import lookup
+from labkit.units import change, fmt_seconds
+
+REGIME_WORDS = {"compute": "compute-bound", "memory": "memory-bound", "overhead": "overhead-bound"}
+# what each regime means for the knobs, in one line (Horace He, "Making Deep Learning Go Brrrr From First Principles")
+REGIME_MEANING = {
+    "compute": "time follows the FLOPs: more tokens per step cost in proportion",
+    "memory": "time follows the bytes moved: fewer, fused or lower-precision tensors help",
+    "overhead": "time follows the number of ops dispatched: more tokens per op come almost free",
+}
+
+
+def time_theory(record) -> dict | None:
+    """record["theory"]["time"] when it holds figures, else None."""
+    t = lookup(record, "theory", "time")
+    return t if isinstance(t, dict) and t.get("total_s") is not None else None
+
+
+def predicted_step_s(record) -> float | None:
+    """The theory's seconds for one optimizer step (all micro-steps + the optimizer step): what
+    measured.step_time_s is compared with."""
+    t = time_theory(record)
+    return None if t is None else t.get("step_s")
+
+
+def regime_of(record) -> str | None:
+    """'compute', 'memory' or 'overhead': the largest part of one micro-step; None without a time theory."""
+    t = time_theory(record)
+    return None if t is None else t.get("regime")
+
+
+def time_split_text(record) -> str:
+    """One micro-step's predicted time in its three parts and the regime, or why there is none."""
+    t = time_theory(record)
+    if t is None:
+        note = lookup(record, "theory", "time", "note")
+        return f"no time theory: {note}" if note else "no time theory in this record"
+    parts = " · ".join(f"{name} {fmt_seconds(t[f'{name}_s'])}" for name in ("compute", "memory", "overhead"))
+    return f"{parts} a micro-step → {REGIME_WORDS.get(t['regime'], t['regime'])}"
+
+
+def step_time_text(record) -> str:
+    """How the micro-steps and the optimizer step add up to the predicted optimizer step."""
+    t = time_theory(record)
+    if t is None:
+        return ""
+    accum = lookup(record, "config", "grad_accum") or 1
+    micro = f"{accum} micro-steps × {fmt_seconds(t['total_s'])}" if accum > 1 else \
+        f"1 micro-step {fmt_seconds(t['total_s'])}"
+    return f"{micro} + optimizer {fmt_seconds(t['optimizer_s'])} = {fmt_seconds(t['step_s'])} an optimizer step"
+
+
+def constants_text(record) -> str:
+    """Where the device constants came from, short: the first clause of their source."""
+    source = lookup(record, "theory", "time", "constants", "source")
+    if not source:
+        return ""
+    return "constants: " + source.split(" (F, B); ")[0].split("; ")[0]
+
+
+def time_note(record) -> str:
+    """The lab's and the command line's line about the time theory: split, regime, sum, constants."""
+    if time_theory(record) is None:
+        return time_split_text(record)
+    return "; ".join(x for x in (time_split_text(record), step_time_text(record), constants_text(record)) if x)
+
+
+def step_time_change(prev, cur) -> tuple[float | None, float | None, str | None]:
+    """(measured change, theory change, regime of `cur`) of the optimizer-step time between two records."""
+    measured = change(lookup(cur, "measured", "step_time_s"), lookup(prev, "measured", "step_time_s"))
+    return measured, change(predicted_step_s(cur), predicted_step_s(prev)), regime_of(cur)
