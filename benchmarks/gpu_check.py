@@ -17,6 +17,9 @@ Sections (each prints a table and writes DIR/<section>.jsonl, one JSON object a 
      each run in a fresh process under the T4 profile
   d  lessons 03 and 06 executed with nbclient on this GPU (pass/fail and time; the executed copies are saved)
   e  `pytest -m gpu tests/test_gpu.py`
+  f  the time theory on this GPU: `labkit calibrate --force` (the CUDA probes), then llama-3.2-1b at seq 512 in
+     fresh processes — micro-batch 1/2/4/8, checkpointing off, fp32 — measured step time vs theory.time (with the
+     constants just calibrated), and each toggle's delta (checked: step within 25 %, deltas within 15 points)
 
 "T4-profile" means this GPU with each process capped at a Colab T4's 14.75 GiB (`labkit.engine.hardware.t4_profile`):
 memory figures carry over to a T4, times do not. Section d runs the lessons as a learner would, on the whole GPU.
@@ -336,6 +339,55 @@ def section_e(write) -> None:
     check("e: pytest -m gpu", done.returncode == 0, f"{summary} ({seconds:.0f} s)")
 
 
+# ---- (f) the time theory ---------------------------------------------------------------------------------------------
+TIME_GRID = [("mb 1", dict(micro_batch=1)), ("mb 2", dict(micro_batch=2)), ("mb 4", dict(micro_batch=4)),
+             ("mb 8", dict(micro_batch=8)), ("mb 4 ckpt off", dict(micro_batch=4, gradient_checkpointing=False)),
+             ("mb 4 fp32", dict(micro_batch=4, precision="fp32"))]
+TIME_DELTAS = [("micro-batch 1 → 4", "mb 1", "mb 4"), ("checkpointing off → on", "mb 4 ckpt off", "mb 4"),
+               ("fp16 → fp32", "mb 4", "mb 4 fp32")]
+
+
+def section_f(write, stand_in: str) -> None:
+    """Calibrate this GPU in a fresh process (cached for the runs that follow), then run the grid in fresh
+    processes (4 steps, warm-up 1): each record's measured.step_time_s beside its theory.time.step_s."""
+    from labkit.config import RunConfig
+
+    heading("f", "time theory vs measured (llama-3.2-1b, seq 512, grad-accum 1, constants calibrated here)",
+            stand_in + "; times are this GPU's, not a T4's")
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "labkit", "calibrate", "--force"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
+    print(done.stdout.strip()[-1500:] or done.stderr.strip()[-1500:])
+    write("f_calibration", {"returncode": done.returncode, "stdout": done.stdout[-4000:],
+                            "stderr": done.stderr[-2000:], "seconds": time.perf_counter() - t0})
+    check("f: labkit calibrate on CUDA", done.returncode == 0, f"exit {done.returncode} "
+          f"in {time.perf_counter() - t0:.0f} s")
+    rows, step = [], {}
+    for name, change in TIME_GRID:
+        rec = fresh_run(RunConfig(model="llama-3.2-1b", seq_len=512, grad_accum=1, **change), steps=4)
+        measured = (rec.get("measured") or {}).get("step_time_s")
+        t = (rec.get("theory") or {}).get("time") or {}
+        step[name] = (measured, t.get("step_s"))
+        error = t["step_s"] / measured - 1 if measured and t.get("step_s") else None
+        rows.append((name, rec["status"], f"{measured:.3f} s" if measured else "—",
+                     f"{t['step_s']:.3f} s" if t.get("step_s") else "—", f"{error:+.0%}" if error is not None else "",
+                     t.get("regime") or "", ((t.get("constants") or {}).get("source") or "")[:40]))
+        write("f_time", {"config": name, "status": rec["status"], "measured_step_s": measured, "theory": t,
+                         "error": error, "record": rec})
+        check(f"f: step time {name}", error is not None and abs(error) <= 0.25,
+              f"theory {t.get('step_s')} vs measured {measured}")
+    print(table(rows, ("config", "status", "measured", "theory", "error", "regime", "constants")))
+    for label, a, b in TIME_DELTAS:
+        (ma, ta), (mb, tb) = step[a], step[b]
+        if None in (ma, ta, mb, tb):
+            check(f"f: delta {label}", False, "a run did not measure")
+            continue
+        gap = (tb / ta - 1) - (mb / ma - 1)
+        write("f_deltas", {"delta": label, "measured": mb / ma - 1, "theory": tb / ta - 1, "gap_points": 100 * gap})
+        check(f"f: delta {label}", abs(gap) <= 0.15,
+              f"measured {mb / ma - 1:+.0%}, theory {tb / ta - 1:+.0%} ({100 * gap:+.0f} points)")
+
+
 # ---- main ------------------------------------------------------------------------------------------------------------
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="gpu_check", description=__doc__.split("\n\n")[0],
@@ -344,14 +396,15 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="b: seq 512 only; c: fp16 with checkpointing on only; d: lesson 06 only")
     p.add_argument("--out", metavar="DIR", help="folder for the JSONL files (default runs/gpu-check-<time>)")
-    p.add_argument("--only", metavar="LETTERS", default="abcde", help="sections to run, e.g. 'bc' (default abcde)")
+    p.add_argument("--only", metavar="LETTERS", default="abcdef",
+                   help="sections to run, e.g. 'bc' (default abcdef)")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if set(args.only) - set("abcde") or not args.only:
-        print(f"gpu_check: error: --only takes letters among a, b, c, d, e, got {args.only!r}", file=sys.stderr)
+    if set(args.only) - set("abcdef") or not args.only:
+        print(f"gpu_check: error: --only takes letters among a, b, c, d, e, f, got {args.only!r}", file=sys.stderr)
         return 2
     import torch
     if not torch.cuda.is_available():
@@ -383,6 +436,7 @@ def main(argv=None) -> int:
         "d": lambda: section_d(write, out, ("06_debugging_oom",) if args.quick else
                                ("03_batch_and_accumulation", "06_debugging_oom")),
         "e": lambda: section_e(write),
+        "f": lambda: section_f(write, stand_in),
     }
     for letter in args.only:
         t0 = time.perf_counter()

@@ -144,3 +144,40 @@ def test_section_d_reports_each_lesson_pass_or_fail(gpu_check, monkeypatch, tmp_
     rows = {r["lesson"]: r for r in _rows(tmp_path / "out" / "d_lessons.jsonl")}
     assert rows["good"]["passed"] and not rows["bad"]["passed"] and "ZeroDivisionError" in rows["bad"]["error"]
     assert (tmp_path / "out" / "notebooks" / "good.ipynb").exists()          # executed copies kept
+
+
+def test_section_f_compares_step_time_and_deltas_with_the_time_theory(gpu_check, monkeypatch, tmp_path, capsys):
+    import subprocess
+    from labkit import fresh
+    calls = []
+
+    def calibrate(cmd, **kwargs):
+        calls.append(cmd[-2:])
+        return subprocess.CompletedProcess(cmd, 0, "time constants (calibrated on NVIDIA H200, …)", "")
+
+    def run(cfg, steps, weights, t4_profile):
+        # measured: 0.2 s flat up to mb 4, then 0.3 s; ckpt off 0.15 s (ckpt on costs +33 %); fp32 0.21 s
+        measured = {1: 0.2, 2: 0.2, 4: 0.2, 8: 0.3}[cfg.micro_batch]
+        if not cfg.gradient_checkpointing:
+            measured = 0.15
+        if cfg.precision == "fp32":
+            measured = 0.21
+        theory = 0.21 if cfg.micro_batch < 8 else 0.45            # mb 8: +50 % off → a failed step check
+        rec = _record(cfg)
+        rec["measured"]["step_time_s"] = measured
+        rec["theory"]["time"] = {"step_s": theory, "regime": "overhead",
+                                 "constants": {"source": "calibrated on NVIDIA H200, 2026-12-01"}}
+        return rec
+
+    monkeypatch.setattr(subprocess, "run", calibrate)
+    monkeypatch.setattr(fresh, "run", run)
+    gpu_check.section_f(gpu_check.Writer(tmp_path), "T4-profile: stand-in records")
+    assert calls == [["calibrate", "--force"]]
+    verdicts = {name: passed for name, passed, _ in gpu_check.RESULTS}
+    assert verdicts["f: labkit calibrate on CUDA"] and verdicts["f: step time mb 1"]      # 0.21 vs 0.2: +5 %
+    assert not verdicts["f: step time mb 8"]                                               # 0.45 vs 0.3: +50 %
+    assert verdicts["f: delta micro-batch 1 → 4"]                                          # ±0 vs ±0
+    assert not verdicts["f: delta checkpointing off → on"]                                 # +33 % vs ±0 %
+    deltas = {r["delta"]: r for r in _rows(tmp_path / "f_deltas.jsonl")}
+    assert deltas["checkpointing off → on"]["gap_points"] == pytest.approx(-100 / 3)
+    assert "overhead" in capsys.readouterr().out

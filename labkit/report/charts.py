@@ -272,7 +272,7 @@ def micro_batch_time_chart(records, theory_records=None, knee: int | None = None
                 ax.axvline(r["config"]["micro_batch"], color=BAD_COLOR, linewidth=0.8)
                 ax.text(r["config"]["micro_batch"], 0.02, f" {status_of(r).upper()}", color=BAD_COLOR,
                         transform=ax.get_xaxis_transform(), fontsize=LABEL_PT - 1)
-    if knee:
+    if knee and knee > min(r["config"]["micro_batch"] for r in records + curve):   # a knee at the left edge is none
         for ax in (ax_time, ax_rate):
             ax.axvline(knee, color="gray", linestyle="-.", linewidth=1)
             ax.text(knee, 0.97, f" knee ≈ {knee}", color="gray", va="top", transform=ax.get_xaxis_transform(),

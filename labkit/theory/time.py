@@ -19,9 +19,13 @@ How the three add up depends on who waits for whom:
   while on a CPU every extra FLOP shows at once. The max is the ideal overlap: when the two sides are close, the
   truth lies between the max and the sum.
 
-The regime is the largest of the three parts. One micro-step = forward (loss included) + checkpoint recompute +
-backward; the optimizer step (gradient clipping, the update, zero_grad) comes once per optimizer step, after
-`grad_accum` micro-steps, and is reported on its own:
+The regime is what binds: **overhead** when dispatching takes at least as long as the work (compute + memory) — on
+a GPU the work then hides behind it, on a CPU it is at least half the time — else the larger of compute and
+memory. The knee (`overhead_knee`) is the micro-batch where the regime stops being overhead.
+
+One micro-step = forward (loss included) + checkpoint recompute + backward; the optimizer step (gradient
+clipping, the update, zero_grad) comes once per optimizer step, after `grad_accum` micro-steps, and is reported on
+its own:
 
     step_s = grad_accum micro-steps (the first stores .grad, the others add into it) + optimizer_s
 
@@ -228,8 +232,10 @@ def _combine(compute: float, memory: float, overhead: float, asynchronous: bool)
 
 
 def _regime(compute: float, memory: float, overhead: float) -> str:
-    parts = {"compute": compute, "memory": memory, "overhead": overhead}
-    return max(parts, key=parts.get)
+    """'overhead' when dispatching takes at least as long as the work, else the larger of compute and memory."""
+    if overhead >= compute + memory:
+        return "overhead"
+    return "compute" if compute >= memory else "memory"
 
 
 def predict_time(shape: ModelShape, cfg: RunConfig, precision: str, constants: DeviceConstants | None,
@@ -298,14 +304,14 @@ def time_for_record(shape: ModelShape, cfg: RunConfig, precision: str, gpu_name:
 def overhead_knee(shape: ModelShape, cfg: RunConfig, precision: str, constants: DeviceConstants,
                   device_type: str = "cpu", padding_mask: bool = True, largest: int = 256) -> int | None:
     """The knee of the time-against-micro-batch curve: the smallest micro-batch at which the work of one
-    micro-step (compute_s + memory_s) reaches its overhead (overhead_s), so overhead stops dominating. Below it,
+    micro-step (compute_s + memory_s) passes its overhead (overhead_s): where the regime stops being overhead. Below it,
     a bigger micro-batch adds tokens almost for free on a GPU (the host's dispatching hides the work); above it,
     time grows with the tokens. None when overhead still dominates at `largest` (or without constants for this
     precision). The op count does not depend on the micro-batch, the work does: one search over powers of two,
     then a bisection."""
     def work_reaches_overhead(mb: int) -> bool:
         t = predict_time(shape, cfg.replace(micro_batch=mb), precision, constants, device_type, padding_mask)
-        return t is not None and t["compute_s"] + t["memory_s"] >= t["overhead_s"]
+        return t is not None and _regime(t["compute_s"], t["memory_s"], t["overhead_s"]) != "overhead"
 
     if predict_time(shape, cfg, precision, constants, device_type, padding_mask) is None:
         return None

@@ -45,6 +45,7 @@ def with_time(record, compute_s, memory_s, overhead_s, optimizer_s=0.0, asynchro
     accum = record["config"]["grad_accum"]
     record["theory"]["time"] = {
         "compute_s": compute_s, "memory_s": memory_s, "overhead_s": overhead_s, "total_s": total,
-        "regime": max(parts, key=parts.get), "optimizer_s": optimizer_s, "step_s": accum * total + optimizer_s,
+        "regime": "overhead" if overhead_s >= compute_s + memory_s else max(parts, key=parts.get),
+        "optimizer_s": optimizer_s, "step_s": accum * total + optimizer_s,
         "constants": {"source": source}}
     return record

@@ -11,7 +11,8 @@ from labkit.report.text import delta_text, format_record
 def test_split_regime_and_sum_in_words():
     r = with_time(make_record(grad_accum=4), compute_s=0.0011, memory_s=0.00062, overhead_s=0.0142,
                   optimizer_s=0.0031)
-    assert timing.time_split_text(r) == "compute 1.1 ms · memory 620 µs · overhead 14.2 ms a micro-step → overhead-bound"
+    assert timing.time_split_text(r) == ("compute 1.1 ms · memory 620 µs · overhead 14.2 ms a micro-step "
+                                         "→ overhead-bound")
     # 4 × (1.1 + 0.62 + 14.2 ms) + 3.1 ms = 66.78 ms
     assert timing.step_time_text(r) == "4 micro-steps × 15.9 ms + optimizer 3.1 ms = 66.8 ms an optimizer step"
     assert timing.predicted_step_s(r) == pytest.approx(0.06678)
