@@ -46,7 +46,8 @@ def free_port() -> int:
 
 
 def _rank_main(rank: int, world_size: int, cfg: RunConfig, steps: int, warmup: int, device_type: str,
-               weights: str, port: int, out_dir: str, timeout_s: float, fail_rank: int | None) -> None:
+               weights: str, port: int, out_dir: str, timeout_s: float, fail_rank: int | None,
+               adapters_path: str | None) -> None:
     """One rank: join the group, run the measured steps, write the result to `out_dir/rank{r}.json`; exit 1 when
     the run failed, so the parent stops the other ranks at once."""
     import sys
@@ -67,7 +68,7 @@ def _rank_main(rank: int, world_size: int, cfg: RunConfig, steps: int, warmup: i
                             timeout=datetime.timedelta(seconds=timeout_s))
     try:
         result = runner.measure_run(cfg, steps, warmup, device, weights,
-                                    ranks=DataParallelRank(rank, world_size, device))
+                                    ranks=DataParallelRank(rank, world_size, device), adapters_path=adapters_path)
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w", encoding="utf-8") as f:
             json.dump(result, f, default=str)
     finally:
@@ -90,9 +91,10 @@ def _inject_failure(runner) -> None:
 
 def measure_data_parallel(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = None,
                           weights: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S,
-                          _fail_rank: int | None = None) -> dict:
+                          adapters_path: str | None = None, _fail_rank: int | None = None) -> dict:
     """cfg.num_gpus processes, each one rank of a DDP run; the measured half of one record (see the module).
-    ValueError (one line) for more CUDA ranks than visible GPUs. `_fail_rank`: tests only, that rank raises."""
+    ValueError (one line) for more CUDA ranks than visible GPUs. `adapters_path`: rank 0 saves its adapters
+    and first-step gradients there (`runner.measure_run`). `_fail_rank`: tests only, that rank raises."""
     from torch.multiprocessing import ProcessExitedException, start_processes
 
     from labkit.engine.device import run_setup
@@ -105,7 +107,7 @@ def measure_data_parallel(cfg: RunConfig, steps: int = 3, warmup: int = 1, devic
     with tempfile.TemporaryDirectory(prefix="labkit-ranks-") as out_dir:
         context = start_processes(_rank_main, nprocs=world, join=False, start_method="spawn",
                                   args=(world, cfg, steps, warmup, dev["type"], weights, free_port(), out_dir,
-                                        timeout_s, _fail_rank))
+                                        timeout_s, _fail_rank, adapters_path))
         failure = None
         try:
             while not context.join(grace_period=5):

@@ -166,7 +166,8 @@ def forward_backward(model, batch: dict, n_items: int, device: str, precision: s
 
 def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = None,
                 weights: str = "auto", progress: bool = False, on_step=None,
-                ranks: rank_context.SingleProcess | rank_context.DataParallelRank = rank_context.SINGLE) -> dict:
+                ranks: rank_context.SingleProcess | rank_context.DataParallelRank = rank_context.SINGLE,
+                adapters_path: str | None = None) -> dict:
     """Run `steps` real optimizer steps and measure them. Returns the measured half of a record.
 
     ValueError for a bad request (steps < 1, bf16 on a GPU without it, unknown model). Any failure during the
@@ -176,6 +177,8 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
     `on_step(step_index, steps)` is called after each optimizer step (progress bars hook in here).
     `ranks`: this process's place in a data-parallel run (`rank_context.DataParallelRank`, set up by
     `engine.data_parallel`); the default is one process. A rank measures itself; its loss is the effective batch's.
+    `adapters_path`: (rank 0) torch.save there {"lora": adapter weights after the last step, "first_step_grads":
+    their gradients in the first step, all-reduced, before clipping}: to compare runs weight by weight.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}")
@@ -199,7 +202,11 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
     }
     scope = types.SimpleNamespace()          # everything the run allocates hangs here, so one line drops it all
     try:
-        _steps(cfg, steps, warmup, device, dev, precision, weights, progress, on_step, result, scope, ranks)
+        _steps(cfg, steps, warmup, device, dev, precision, weights, progress, on_step, result, scope, ranks,
+               adapters_path)
+        if adapters_path is not None and ranks.rank == 0 and result["status"] == "ok":
+            torch.save({"lora": _adapters(scope.model, "data"), "first_step_grads": scope.first_grads},
+                       adapters_path)
     except BaseException as e:               # a failed run is a result, not a dead kernel
         release_failure(e)
         if not isinstance(e, Exception):      # KeyboardInterrupt: free what the run held (below), then stop as asked
@@ -214,9 +221,15 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
     return result
 
 
+def _adapters(model, what: str) -> dict:
+    """Copies of the trainable tensors' data (or .grad), by name, on the CPU."""
+    return {n: getattr(p, what).detach().float().cpu().clone() for n, p in model.named_parameters()
+            if p.requires_grad and getattr(p, what) is not None}
+
+
 def _steps(cfg: RunConfig, steps: int, warmup: int, device: str, dev: dict, precision: str, weights: str,
            progress: bool, on_step, result: dict, scope: types.SimpleNamespace,
-           ranks=rank_context.SINGLE) -> None:
+           ranks=rank_context.SINGLE, adapters_path: str | None = None) -> None:
     """The measured loop of `measure_run`. Every tensor-holding object is kept on `scope`, never only in a local,
     so the caller can drop them all whatever happens here."""
     m = result["measured"]
@@ -245,10 +258,11 @@ def _steps(cfg: RunConfig, steps: int, warmup: int, device: str, dev: dict, prec
     if progress:
         from tqdm.auto import tqdm
         scope.bar = tqdm(total=steps, desc="QLoRA steps", unit="step", leave=False)
-    losses, times, peaks, after, syncs = [], [], [], [], []
+    losses, times, peaks, after, syncs, tokens = [], [], [], [], [], []
     for step in range(steps):
         scope.micro_batches = [{k: v.to(device) for k, v in next(scope.stream).items()} for _ in range(cfg.grad_accum)]
-        n_items = ranks.total(sum(label_tokens(b) for b in scope.micro_batches))   # the whole cycle, all ranks
+        tokens.append(sum(label_tokens(b) for b in scope.micro_batches))    # this rank's, the whole cycle
+        n_items = ranks.total(tokens[-1])                                 # … summed over the ranks
         measure.reset_cuda_peak(device)
         step_loss = 0.0
         with measure.timed(device, times):
@@ -275,6 +289,8 @@ def _steps(cfg: RunConfig, steps: int, warmup: int, device: str, dev: dict, prec
                 step_loss += loss
             if scaler:
                 scaler.unscale_(optimizer)
+            if step == 0 and adapters_path:                          # all-reduced, before clipping
+                scope.first_grads = _adapters(model, "grad")
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)         # as Trainer's max_grad_norm=1.0
             if step == 0:
                 grads = measure.resident_bytes(model)["gradients"]
@@ -306,7 +322,7 @@ def _steps(cfg: RunConfig, steps: int, warmup: int, device: str, dev: dict, prec
     if ranks.world_size > 1:                                     # only N-process records carry these keys
         m["sync_times_s"] = syncs
         m["sync_time_s"] = statistics.median(syncs[warmup:])
-        m["rank"], m["world_size"] = ranks.rank, ranks.world_size
+        m["rank"], m["world_size"], m["label_tokens"] = ranks.rank, ranks.world_size, tokens
     if dev["type"] == "cuda":
         m["peak_allocated_per_step"] = [p["peak_allocated_bytes"] for p in peaks]
         m["peak_reserved_per_step"] = [p["peak_reserved_bytes"] for p in peaks]
