@@ -21,6 +21,7 @@ import json
 import os
 import socket
 import tempfile
+import time
 
 import torch
 
@@ -69,6 +70,7 @@ def _rank_main(rank: int, world_size: int, cfg: RunConfig, steps: int, warmup: i
     try:
         result = runner.measure_run(cfg, steps, warmup, device, weights,
                                     ranks=DataParallelRank(rank, world_size, device), adapters_path=adapters_path)
+        result["finished_at"] = time.time()     # the first rank to fail is the cause; peers fail after it
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w", encoding="utf-8") as f:
             json.dump(result, f, default=str)
     finally:
@@ -155,15 +157,18 @@ def summary(ranks: list[dict]) -> dict:
 def combine(results: list[dict | None], failure: BaseException | None, dev: dict) -> dict:
     """The ranks' results as one measured half: rank 0's measurements on top, with the effective batch's
     tokens/s (every rank's tokens ÷ the slowest rank's step time: the step ends when the last rank's
-    all-reduce does), every rank in `ranks`, and the first failure (by rank) as the status."""
+    all-reduce does), every rank in `ranks`, and the first rank to fail as the status (its peers fail after it,
+    with gloo's "connection closed by peer", or are stopped)."""
     world = len(results)
     ranks = [_rank_measured(r, res) for r, res in enumerate(results)]
-    failed = [r for r in ranks if r["status"] not in ("ok", "stopped")]
+    failed = sorted((r for r in ranks if r["status"] not in ("ok", "stopped")),     # the first to fail first:
+                    key=lambda r: results[r["rank"]]["finished_at"])          # its peers lose the connection later
     base = next((res for res in results if res is not None), None)
     if base is None:                                  # no rank got as far as writing: the process exit tells
         base = {"resolved": {"precision": None, "device": dev["type"]}, "device": dev, "labels": [],
                 "warnings": [], "model_source": None, "measured": {}}
     out = {**base, "labels": list(base["labels"]), "measured": dict((results[0] or base)["measured"])}
+    out.pop("finished_at", None)
     if dev["type"] == "cpu":
         out["labels"].append(CPU_LABEL)
     m = out["measured"]
