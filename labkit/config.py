@@ -29,7 +29,8 @@ class RunConfig:
     seq_len: int = field(default=256, metadata={"help": "tokens per sequence; every sequence is padded to it"})
     micro_batch: int = field(default=2, metadata={"help": "sequences per forward/backward on one GPU"})
     grad_accum: int = field(default=4, metadata={"help": "micro-batches accumulated per optimizer step"})
-    num_gpus: int = field(default=1, metadata={"help": "data-parallel GPUs (only for the effective-batch arithmetic)"})
+    num_gpus: int = field(default=1, metadata={"help": "data-parallel ranks: N processes under DDP, one GPU each "
+                                                          "(N gloo processes labelled cpu-processes on a CPU)"})
     gradient_checkpointing: bool = field(default=True, metadata={"help": "recompute each decoder layer in backward"})
     precision: str = field(default="auto", metadata={"help": "fp32 | fp16 | bf16 | auto (bf16 where native, "
                                                                "fp16 on other GPUs, fp32 on CPU)"})

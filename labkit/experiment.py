@@ -14,6 +14,7 @@ from labkit.config import RunConfig, rule_warnings
 from labkit.record import RunRecord, build
 from labkit.engine.calibrate import cached_calibration
 from labkit.engine.runner import measure_run
+from labkit.engine.data_parallel import measure_data_parallel
 from labkit.engine.device import run_setup
 from labkit.engine.models import check_weights
 from labkit.shapes import fit_warnings, resolve_shape, warn_fit
@@ -47,6 +48,8 @@ def _theory(cfg: RunConfig, precision: str, device: dict, padding_mask: bool, co
     # one is cached, else the GPU's data sheet
     out["time"] = theory.time_for_record(shape, cfg, precision, gpu, device["type"], padding_mask,
                                          calibration=cached_calibration(device["type"]))
+    if cfg.num_gpus > 1:                           # N ranks: per-rank memory unchanged, plus the all-reduce
+        out["data_parallel"] = theory.predict_data_parallel(shape, cfg, out, out["time"], device["type"], gpu)
     if cfg.prepare_kbit:
         out["caveat"] = "prepare_kbit upcasts norms and embeddings to fp32; the theory does not model that"
     return out
@@ -68,6 +71,7 @@ def _record(cfg: RunConfig, measured_part: dict, theory_part: dict) -> RunRecord
         error=measured_part["error"],
         traceback=measured_part.get("traceback"),
         device=measured_part["device"],
+        ranks=measured_part.get("ranks"),
         labkit_version=labkit.__version__,
         time=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
@@ -77,10 +81,17 @@ def run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = No
         progress: bool = False, on_step=None) -> RunRecord:
     """Real steps + theory for the same config. The theory is told whether the measured batch had padding
     (with a padding mask SDPA keeps more; see theory.saved_activations) — a fact about the input, not a
-    measurement."""
+    measurement.
+
+    cfg.num_gpus = N > 1 runs N processes under DDP (`engine.data_parallel`): one record, every rank under
+    `ranks`; on a CPU they are gloo processes, labelled "cpu-processes" (never GPU figures); on CUDA with fewer
+    than N GPUs, ValueError. `progress` and `on_step` are for one process only (the ranks run elsewhere)."""
     check_request(cfg)                             # bad input → ValueError before anything loads
     check_weights(cfg, weights)
-    measured = measure_run(cfg, steps, warmup, device, weights, progress, on_step)
+    if cfg.num_gpus > 1:
+        measured = measure_data_parallel(cfg, steps, warmup, device, weights)
+    else:
+        measured = measure_run(cfg, steps, warmup, device, weights, progress, on_step)
     padding = measured["measured"]["batch_has_padding"]
     prediction = _theory(cfg, measured["resolved"]["precision"], measured["device"],
                          padding if padding is not None else cfg.pad_to_seq_len,

@@ -14,6 +14,8 @@ Schema versions (the `schema` key; a record without it is version 1):
     1  records up to 2026-11-29 (the shared GPU records of 2026-11-22, the reference sets)
     2  adds measured.allocated_before_bytes/_source, per-step CUDA memory (peak_reserved_per_step,
        allocated_after_step, reserved_after_step) and the `schema` key itself
+    3  adds `ranks`: each rank's measured dict for a data-parallel run (num_gpus > 1; None for one process), with
+       measured.ranks_summary (min/max across ranks) and theory.data_parallel
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA = 2
+SCHEMA = 3
 
 
 class _Part(Mapping):
@@ -166,6 +168,7 @@ class RunRecord(_Part):
     labkit_version: str | None = None
     time: str | None = None                      # UTC, ISO 8601
     run: dict | None = None                      # {"steps", "warmup", "weights"}
+    ranks: list | None = None                    # data-parallel runs: one measured dict per rank (schema 3)
     schema: int = 1
     extra: dict = field(default_factory=dict)
 
@@ -176,7 +179,7 @@ class RunRecord(_Part):
     def _left_out(self, name, value) -> bool:
         """Optional parts a record does not have (traceback, run, …) are left out rather than written as null, and
         a version-1 record has no `schema` key, as it was read."""
-        return (name in ("traceback", "run", "shape", "labkit_version", "time") and value is None) or \
+        return (name in ("traceback", "run", "shape", "labkit_version", "time", "ranks") and value is None) or \
             (name == "schema" and value == 1)
 
 

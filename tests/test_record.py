@@ -96,3 +96,23 @@ def test_a_truncated_last_line_is_dropped_and_repaired(tmp_path):
     with pytest.warns(UserWarning, match="truncated last line"):
         assert len(read_jsonl(path, repair=True)) == 1
     assert path.read_text() == good + "\n"
+
+
+def test_a_schema_2_record_reads_with_no_ranks_and_writes_back_unchanged():
+    old = {"config": RunConfig().to_dict(), "labels": ["cpu"], "status": "ok", "schema": 2,
+           "theory": {"peak": 123}, "measured": {"step_time_s": 0.5, "loss": [6.0]}}
+    rec = RunRecord.from_dict(old)
+    assert rec.ranks is None and rec.get("ranks") is None and rec.schema == 2
+    assert rec.to_dict() == {**old, "warnings": [], "model_source": None, "resolved": None, "error": None,
+                             "device": None, "measured": {**Measured().to_dict(), **old["measured"]},
+                             "theory": {**Theory().to_dict(), **old["theory"]}}
+    assert json.loads(dumps(rec))["schema"] == 2 and "ranks" not in json.loads(dumps(rec))
+
+
+def test_a_data_parallel_record_keeps_every_rank():
+    ranks = [{"rank": r, "status": "ok", "step_time_s": 0.5 + r, "sync_time_s": 0.01} for r in range(2)]
+    rec = RunRecord.from_dict({"config": RunConfig(num_gpus=2).to_dict(), "schema": SCHEMA, "ranks": ranks,
+                               "measured": {"loss": [6.0], "ranks_summary": {"step_time_s": {"min": 0.5, "max": 1.5}}}})
+    back = RunRecord.from_dict(json.loads(dumps(rec)))
+    assert SCHEMA == 3 and back.ranks == ranks and back == rec
+    assert back.measured["ranks_summary"]["step_time_s"]["max"] == 1.5        # unknown measured keys → extra

@@ -35,7 +35,7 @@ import types
 
 import torch
 
-from labkit.engine import data, measure, op_count
+from labkit.engine import data, measure, op_count, rank_context
 from labkit.config import RunConfig
 from labkit.engine.device import budget_labels, run_setup
 from labkit.engine.models import TORCH_DTYPES, load_model, tokenizer_for
@@ -133,13 +133,14 @@ def check_budget(cfg: RunConfig, bytes_in_use: int, what: str) -> None:
 
 
 def forward_backward(model, batch: dict, n_items: int, device: str, precision: str, scaler=None,
-                     meter: bool = False, budget_check=None, ops: op_count.OpCounter | None = None
-                     ) -> tuple[float, int | None]:
+                     meter: bool = False, budget_check=None, ops: op_count.OpCounter | None = None,
+                     loss_scale: int = 1) -> tuple[float, int | None]:
     """One micro-batch: forward under autocast (fp16/bf16), loss = token-summed loss / n_items, backward.
 
     n_items = label tokens of the whole accumulation cycle, so the gradients summed over the cycle equal the
     gradient of one big batch (transformers #34191). With `meter`, the forward runs under a SavedTensorMeter and
-    `budget_check(saved_bytes)` may raise SimulatedOOM before backward. With `ops` (an OpCounter), the forward and
+    `budget_check(saved_bytes)` may raise SimulatedOOM before backward. `loss_scale`: N under DDP over N ranks
+    (DDP averages gradients, so each rank's loss × N makes their mean the sum over ranks; rank_context). With `ops` (an OpCounter), the forward and
     the backward are counted, each in its phase; the loss scaling between them and `loss.item()` are not.
     Returns (loss value, saved bytes or None).
     """
@@ -154,7 +155,8 @@ def forward_backward(model, batch: dict, n_items: int, device: str, precision: s
         else:
             out = model(**batch, num_items_in_batch=n_items)
     loss = out.loss
-    scaled = scaler.scale(loss) if scaler is not None else loss
+    scaled = loss * loss_scale if loss_scale != 1 else loss
+    scaled = scaler.scale(scaled) if scaler is not None else scaled
     if ops is not None:
         ops.phase = "backward"
     with (ops or contextlib.nullcontext()):
@@ -163,7 +165,9 @@ def forward_backward(model, batch: dict, n_items: int, device: str, precision: s
 
 
 def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = None,
-                weights: str = "auto", progress: bool = False, on_step=None) -> dict:
+                weights: str = "auto", progress: bool = False, on_step=None,
+                ranks: rank_context.SingleProcess | rank_context.DataParallelRank = rank_context.SINGLE,
+                adapters_path: str | None = None) -> dict:
     """Run `steps` real optimizer steps and measure them. Returns the measured half of a record.
 
     ValueError for a bad request (steps < 1, bf16 on a GPU without it, unknown model). Any failure during the
@@ -171,6 +175,10 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
     (KeyboardInterrupt) frees the memory too, then goes on up. With warmup 0 the median includes the first step's
     one-off costs, and the record is labelled "time-includes-warmup".
     `on_step(step_index, steps)` is called after each optimizer step (progress bars hook in here).
+    `ranks`: this process's place in a data-parallel run (`rank_context.DataParallelRank`, set up by
+    `engine.data_parallel`); the default is one process. A rank measures itself; its loss is the effective batch's.
+    `adapters_path`: (rank 0) torch.save there {"lora": adapter weights after the last step, "first_step_grads":
+    their gradients in the first step, all-reduced, before clipping}: to compare runs weight by weight.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}")
@@ -194,7 +202,11 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
     }
     scope = types.SimpleNamespace()          # everything the run allocates hangs here, so one line drops it all
     try:
-        _steps(cfg, steps, warmup, device, dev, precision, weights, progress, on_step, result, scope)
+        _steps(cfg, steps, warmup, device, dev, precision, weights, progress, on_step, result, scope, ranks,
+               adapters_path)
+        if adapters_path is not None and ranks.rank == 0 and result["status"] == "ok":
+            torch.save({"lora": _adapters(scope.model, "data"), "first_step_grads": scope.first_grads},
+                       adapters_path)
     except BaseException as e:               # a failed run is a result, not a dead kernel
         release_failure(e)
         if not isinstance(e, Exception):      # KeyboardInterrupt: free what the run held (below), then stop as asked
@@ -209,8 +221,15 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
     return result
 
 
+def _adapters(model, what: str) -> dict:
+    """Copies of the trainable tensors' data (or .grad), by name, on the CPU."""
+    return {n: getattr(p, what).detach().float().cpu().clone() for n, p in model.named_parameters()
+            if p.requires_grad and getattr(p, what) is not None}
+
+
 def _steps(cfg: RunConfig, steps: int, warmup: int, device: str, dev: dict, precision: str, weights: str,
-           progress: bool, on_step, result: dict, scope: types.SimpleNamespace) -> None:
+           progress: bool, on_step, result: dict, scope: types.SimpleNamespace,
+           ranks=rank_context.SINGLE, adapters_path: str | None = None) -> None:
     """The measured loop of `measure_run`. Every tensor-holding object is kept on `scope`, never only in a local,
     so the caller can drop them all whatever happens here."""
     m = result["measured"]
@@ -222,12 +241,14 @@ def _steps(cfg: RunConfig, steps: int, warmup: int, device: str, dev: dict, prec
     if cfg.optim == "paged_adamw_8bit" and dev["type"] == "cpu":
         result["labels"].append("paging-off-on-cpu")       # bitsandbytes falls back to non-paged on a CPU
     tokenizer = tokenizer_for(src)
-    scope.stream = data.batches(tokenizer, data.course_texts(), cfg.seq_len, cfg.micro_batch,
-                                cfg.pad_to_seq_len, seed=cfg.seed)
+    # N ranks draw the batches of one process with micro-batch mb × N and keep their rows: 2 ranks × mb 2 ← 4 rows
+    scope.stream = ranks.my_rows(data.batches(tokenizer, data.course_texts(), cfg.seq_len,
+                                              cfg.micro_batch * ranks.world_size, cfg.pad_to_seq_len, seed=cfg.seed))
     scope.optimizer = optimizer = make_optimizer(model, cfg)
     scope.scheduler = scheduler = make_scheduler(optimizer, steps)
     scope.scaler = scaler = torch.amp.GradScaler(torch.device(device).type) if precision == "fp16" else None
     scope.trainable = trainable = [p for p in model.parameters() if p.requires_grad]
+    scope.trained = trained = ranks.wrap(model)             # the model itself, or DDP around it
     measure.reset_cuda_peak(device)
     m["cuda_context_bytes"] = measure.cuda_context_bytes(device)
     resident = measure.resident_bytes(model)
@@ -237,10 +258,11 @@ def _steps(cfg: RunConfig, steps: int, warmup: int, device: str, dev: dict, prec
     if progress:
         from tqdm.auto import tqdm
         scope.bar = tqdm(total=steps, desc="QLoRA steps", unit="step", leave=False)
-    losses, times, peaks, after = [], [], [], []
+    losses, times, peaks, after, syncs, tokens = [], [], [], [], [], []
     for step in range(steps):
         scope.micro_batches = [{k: v.to(device) for k, v in next(scope.stream).items()} for _ in range(cfg.grad_accum)]
-        n_items = sum(label_tokens(b) for b in scope.micro_batches)      # normaliser for the whole cycle
+        tokens.append(sum(label_tokens(b) for b in scope.micro_batches))    # this rank's, the whole cycle
+        n_items = ranks.total(tokens[-1])                                 # … summed over the ranks
         measure.reset_cuda_peak(device)
         step_loss = 0.0
         with measure.timed(device, times):
@@ -253,10 +275,12 @@ def _steps(cfg: RunConfig, steps: int, warmup: int, device: str, dev: dict, prec
                 # dispatches, not the ops that do work); it adds its gradients into .grad ("accumulating")
                 counted = step == 0 and micro == min(1, cfg.grad_accum - 1)
                 ops = op_count.OpCounter() if counted else None
-                loss, saved = forward_backward(model, batch, n_items, device, precision, scaler, meter=first,
-                                               budget_check=lambda b: check_budget(
-                                                   cfg, sum(resident.values()) + b, "resident + saved activations"),
-                                               ops=ops)
+                with ranks.no_sync(trained, last=micro == cfg.grad_accum - 1):   # one all-reduce a step
+                    loss, saved = forward_backward(
+                        trained, batch, n_items, device, precision, scaler, meter=first,
+                        budget_check=lambda b: check_budget(cfg, sum(resident.values()) + b,
+                                                            "resident + saved activations"),
+                        ops=ops, loss_scale=ranks.loss_scale)
                 if first:
                     m["saved_activation_bytes"] = saved
                 if counted:
@@ -265,6 +289,8 @@ def _steps(cfg: RunConfig, steps: int, warmup: int, device: str, dev: dict, prec
                 step_loss += loss
             if scaler:
                 scaler.unscale_(optimizer)
+            if step == 0 and adapters_path:                          # all-reduced, before clipping
+                scope.first_grads = _adapters(model, "grad")
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)         # as Trainer's max_grad_norm=1.0
             if step == 0:
                 grads = measure.resident_bytes(model)["gradients"]
@@ -273,7 +299,8 @@ def _steps(cfg: RunConfig, steps: int, warmup: int, device: str, dev: dict, prec
                 scaler.update()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-        losses.append(step_loss)
+        losses.append(ranks.total(step_loss))                     # Σ over ranks: the effective batch's loss
+        syncs.append(ranks.take_sync_seconds())
         peaks.append(measure.cuda_peaks(device))                  # this step's peaks (reset per step)
         after.append(measure.cuda_memory_now(device))             # what stays between steps
         if step == 0:
@@ -292,6 +319,10 @@ def _steps(cfg: RunConfig, steps: int, warmup: int, device: str, dev: dict, prec
     m["step_time_s"] = statistics.median(times[warmup:])
     m["tokens_per_s"] = cfg.micro_batch * cfg.seq_len * cfg.grad_accum / m["step_time_s"]   # padding included
     m["loss"] = losses
+    if ranks.world_size > 1:                                     # only N-process records carry these keys
+        m["sync_times_s"] = syncs
+        m["sync_time_s"] = statistics.median(syncs[warmup:])
+        m["rank"], m["world_size"], m["label_tokens"] = ranks.rank, ranks.world_size, tokens
     if dev["type"] == "cuda":
         m["peak_allocated_per_step"] = [p["peak_allocated_bytes"] for p in peaks]
         m["peak_reserved_per_step"] = [p["peak_reserved_bytes"] for p in peaks]

@@ -244,12 +244,39 @@ def format_record(record) -> str:
         lines.append(f"FLOPs per optimizer step: {theory['step_flops']:.3g}")
     if measured.get("loss"):
         lines.append("loss per optimizer step: " + ", ".join(f"{x:.4f}" for x in measured["loss"]))
+    lines += rank_lines(record)
     try:
         warnings = record.get("warnings") or rule_warnings(RunConfig.from_dict(cfg))
     except ValueError:
         warnings = []
     lines += [f"warning: {w}" for w in warnings]
     return "\n".join(lines)
+
+
+def rank_lines(record) -> list[str]:
+    """A data-parallel record's ranks, one line each (step time, gradient sync and its share, saved activations,
+    CUDA peak), and the theory's sync time and the per-GPU copy of the base. Nothing for one process."""
+    ranks = record.get("ranks")
+    if not ranks:
+        return []
+    cpu = "cpu-processes" in (record.get("labels") or [])
+    what = "gloo processes on a CPU: a stand-in, not GPU figures" if cpu else "GPUs, DDP over NCCL"
+    row = "{:<6}{:>12}{:>12}{:>8}{:>14}{:>16}"
+    lines = [f"ranks: {len(ranks)} ({what}); loss and tokens/s above are the effective batch's",
+             row.format("rank", "step time", "sync", "share", "saved acts", "peak allocated")]
+    for r in ranks:
+        step, sync = r.get("step_time_s"), r.get("sync_time_s")
+        lines.append(row.format(r.get("rank", "?"), f"{step:.3g} s" if step else MISSING,
+                                f"{sync * 1e3:.3g} ms" if sync is not None else MISSING,
+                                f"{sync / step:.1%}" if sync is not None and step else MISSING,
+                                fmt_bytes(r.get("saved_activation_bytes")), fmt_bytes(r.get("peak_allocated_bytes"))))
+    dp = (record.get("theory") or {}).get("data_parallel")
+    if dp:
+        lines.append(f"theory: all-reduce {fmt_bytes(dp['allreduce_bytes_per_rank'])} a rank in "
+                     f"{dp['ddp_buckets']} bucket(s), {dp['sync_s'] * 1e3:.3g} ms over {dp['link']['name']}; every "
+                     f"rank holds the whole base ({fmt_bytes(dp['memory_per_rank']['weights'])}): DDP copies, "
+                     "it does not shard")
+    return lines
 
 
 def format_sweep(records) -> str:

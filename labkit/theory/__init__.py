@@ -32,6 +32,10 @@ largest, on top of the resident state, the batch and — on CUDA only — the cu
 Op counts (`ops`, with `op_recipes` and `op_tape`): the aten ops one micro-batch dispatches in forward, recompute
 and backward, by kind, from recipes that follow the model's source op by op (`predict_aten_ops`); checked against
 the ops a run counts (`labkit.engine.op_count`, tests/test_op_counts.py).
+
+Data parallelism (`data_parallel`): N ranks under DDP. Memory per GPU does not change (every rank holds the whole
+4-bit base); the gradients are all-reduced over a link (bytes and seconds from a data sheet); sharding (FSDP/ZeRO-3)
+is given as theory only.
 """
 from __future__ import annotations
 
@@ -51,6 +55,9 @@ from labkit.theory.device_constants import (DATA_SHEETS, GPU_RECORD_OVERHEAD, De
                                             calibrated_constants, data_sheet, data_sheet_constants,
                                             device_constants)  # noqa: F401
 from labkit.theory.time import micro_step_work, overhead_knee, predict_time, time_for_record  # noqa: F401
+from labkit.theory.data_parallel import (LINKS, allreduce_seconds, ddp_buckets, gradient_bytes, link_for,
+                                         predict_data_parallel, ring_allreduce_bytes,
+                                         sharded_weight_bytes)  # noqa: F401
 from labkit.config import RunConfig
 from labkit.shapes import ModelShape
 

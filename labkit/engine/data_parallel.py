@@ -1,0 +1,189 @@
+"""Data-parallel runs for real: the same QLoRA steps in N processes, DDP averaging their gradients.
+
+    result = measure_data_parallel(cfg.replace(num_gpus=2), steps=3)   # N = cfg.num_gpus processes
+    result["ranks"]           # each rank's measured dict (saved activations, resident, peaks, step and sync time)
+    result["measured"]        # rank 0's, with the effective batch's loss and tokens/s, and extra ranks_summary
+
+Each rank is a process started by `torch.multiprocessing.start_processes(…, start_method="spawn")` (so a notebook
+can start them: the target is this module's `_rank_main`), joins the default process group (NCCL on CUDA, one GPU
+per rank; gloo on a CPU, where the run is labelled "cpu-processes": a stand-in that shows the arithmetic and the
+synchronisation for real, never GPU figures), loads the whole 4-bit base, and runs `runner.measure_run` with a
+`rank_context.DataParallelRank`. 2 ranks × mb 2 × accum 2 = 8 sequences an optimizer step, as 1 × mb 4 × accum 2.
+
+A rank that fails (an error, an OOM) writes its result, then exits non-zero; torch's ProcessContext.join then
+terminates the others (SIGTERM, then SIGKILL) and the run is a record with status "error"/"oom" naming the rank.
+A rank stuck in a collective gives up after the process group's timeout (`timeout_s`), so nothing hangs.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import socket
+import tempfile
+import time
+
+import torch
+
+from labkit.config import RunConfig
+
+CPU_LABEL = "cpu-processes"
+DEFAULT_TIMEOUT_S = 300          # a collective waiting longer than this fails the rank (process group timeout)
+
+
+def check_world(num_gpus: int, device_type: str) -> None:
+    """Refuse, in one line (ValueError), N CUDA processes on a machine with fewer than N visible GPUs."""
+    if device_type == "cuda" and torch.cuda.device_count() < num_gpus:
+        raise ValueError(f"num_gpus={num_gpus} needs {num_gpus} GPUs and torch sees {torch.cuda.device_count()} "
+                         "here; lower --num-gpus (or run on a CPU, where N gloo processes stand in, labelled "
+                         "cpu-processes)")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, for the rendezvous on 127.0.0.1 (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank: int, world_size: int, cfg: RunConfig, steps: int, warmup: int, device_type: str,
+               weights: str, port: int, out_dir: str, timeout_s: float, fail_rank: int | None,
+               adapters_path: str | None) -> None:
+    """One rank: join the group, run the measured steps, write the result to `out_dir/rank{r}.json`; exit 1 when
+    the run failed, so the parent stops the other ranks at once."""
+    import sys
+
+    import torch.distributed as dist
+
+    from labkit.engine import runner
+    from labkit.engine.rank_context import DataParallelRank
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))    # 2 ranks on 16 cores: 8 threads each
+    device = f"cuda:{rank}" if device_type == "cuda" else "cpu"
+    if device_type == "cuda":
+        torch.cuda.set_device(rank)
+    if rank == fail_rank:                  # tests only: this rank raises in its second forward (see tests)
+        _inject_failure(runner)
+    dist.init_process_group("nccl" if device_type == "cuda" else "gloo", rank=rank, world_size=world_size,
+                            timeout=datetime.timedelta(seconds=timeout_s))
+    try:
+        result = runner.measure_run(cfg, steps, warmup, device, weights,
+                                    ranks=DataParallelRank(rank, world_size, device), adapters_path=adapters_path)
+        result["finished_at"] = time.time()     # the first rank to fail is the cause; peers fail after it
+        with open(os.path.join(out_dir, f"rank{rank}.json"), "w", encoding="utf-8") as f:
+            json.dump(result, f, default=str)
+    finally:
+        dist.destroy_process_group()
+    if result["status"] != "ok":
+        sys.exit(1)
+
+
+def _inject_failure(runner) -> None:
+    real = runner.forward_backward
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("injected failure in the forward (a test)")
+        return real(*args, **kwargs)
+    runner.forward_backward = failing
+
+
+def measure_data_parallel(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = None,
+                          weights: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S,
+                          adapters_path: str | None = None, _fail_rank: int | None = None) -> dict:
+    """cfg.num_gpus processes, each one rank of a DDP run; the measured half of one record (see the module).
+    ValueError (one line) for more CUDA ranks than visible GPUs. `adapters_path`: rank 0 saves its adapters
+    and first-step gradients there (`runner.measure_run`). `_fail_rank`: tests only, that rank raises."""
+    from torch.multiprocessing import ProcessExitedException, start_processes
+
+    from labkit.engine.device import run_setup
+    from labkit.engine.models import model_source
+
+    world = cfg.num_gpus
+    device, dev, precision, labels = run_setup(cfg, device)      # bad precision here → ValueError before spawning
+    check_world(world, dev["type"])
+    model_source(cfg, weights)            # build a shape-only checkpoint once here, not N times at once there
+    with tempfile.TemporaryDirectory(prefix="labkit-ranks-") as out_dir:
+        context = start_processes(_rank_main, nprocs=world, join=False, start_method="spawn",
+                                  args=(world, cfg, steps, warmup, dev["type"], weights, free_port(), out_dir,
+                                        timeout_s, _fail_rank, adapters_path))
+        failure = None
+        try:
+            while not context.join(grace_period=5):
+                pass
+        except ProcessExitedException as e:         # ProcessRaisedException is one: a rank failed or was killed
+            failure = e
+        finally:
+            for p in context.processes:             # nothing outlives the run, whatever happened here
+                if p.is_alive():
+                    p.kill()
+                p.join()
+        results = [_read(out_dir, r) for r in range(world)]
+    return combine(results, failure, dev)
+
+
+def _read(out_dir: str, rank: int) -> dict | None:
+    path = os.path.join(out_dir, f"rank{rank}.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _rank_measured(rank: int, result: dict | None) -> dict:
+    if result is None:
+        return {"rank": rank, "status": "stopped", "error": "stopped: another rank failed first"}
+    return {**result["measured"], "rank": rank, "status": result["status"], "error": result["error"]}
+
+
+def summary(ranks: list[dict]) -> dict:
+    """min / max across ranks of step time, sync time, its share of the step, saved activations and CUDA peaks
+    (None where no rank measured it)."""
+    def spread(key):
+        values = [r[key] for r in ranks if r.get(key) is not None]
+        return {"min": min(values), "max": max(values)} if values else None
+    shares = [{"sync_share": r["sync_time_s"] / r["step_time_s"]} for r in ranks
+              if r.get("sync_time_s") is not None and r.get("step_time_s")]
+    out = {k: spread(k) for k in ("step_time_s", "sync_time_s", "saved_activation_bytes",
+                                  "peak_allocated_bytes", "peak_reserved_bytes")}
+    out["sync_share"] = {"min": min(s["sync_share"] for s in shares),
+                         "max": max(s["sync_share"] for s in shares)} if shares else None
+    return out
+
+
+def combine(results: list[dict | None], failure: BaseException | None, dev: dict) -> dict:
+    """The ranks' results as one measured half: rank 0's measurements on top, with the effective batch's
+    tokens/s (every rank's tokens ÷ the slowest rank's step time: the step ends when the last rank's
+    all-reduce does), every rank in `ranks`, and the first rank to fail as the status (its peers fail after it,
+    with gloo's "connection closed by peer", or are stopped)."""
+    world = len(results)
+    ranks = [_rank_measured(r, res) for r, res in enumerate(results)]
+    failed = sorted((r for r in ranks if r["status"] not in ("ok", "stopped")),     # the first to fail first:
+                    key=lambda r: results[r["rank"]]["finished_at"])          # its peers lose the connection later
+    base = next((res for res in results if res is not None), None)
+    if base is None:                                  # no rank got as far as writing: the process exit tells
+        base = {"resolved": {"precision": None, "device": dev["type"]}, "device": dev, "labels": [],
+                "warnings": [], "model_source": None, "measured": {}}
+    out = {**base, "labels": list(base["labels"]), "measured": dict((results[0] or base)["measured"])}
+    out.pop("finished_at", None)
+    if dev["type"] == "cpu":
+        out["labels"].append(CPU_LABEL)
+    m = out["measured"]
+    for key in ("rank", "world_size"):
+        m.pop(key, None)
+    out["ranks"] = ranks
+    if failed or failure is not None or any(res is None for res in results):
+        first = failed[0] if failed else None
+        out["status"] = first["status"] if first else "error"
+        why = first["error"] if first else str(failure).splitlines()[0] if failure else "no result"
+        which = first["rank"] if first else getattr(failure, "error_index", "?")
+        out["error"] = f"rank {which} of {world}: {why}"
+        return out
+    out["status"], out["error"] = "ok", None
+    slowest = max(r["step_time_s"] for r in ranks)
+    m["tokens_per_s"] = sum(r["tokens_per_s"] * r["step_time_s"] for r in ranks) / slowest
+    m["ranks_summary"] = summary(ranks)
+    return out

@@ -1,0 +1,131 @@
+"""Data parallelism for real, on a CPU: N gloo processes under DDP give one process's update with micro-batch × N.
+
+Each 2-process run spawns fresh interpreters that import torch, transformers and peft (≈ 10 s on 2 busy cores),
+so this file runs three of them: the equivalence (weights, gradients, unequal label counts), the command line
+(one record, the losses), and an injected failure.
+"""
+import json
+import multiprocessing
+import os
+
+import pytest
+import torch
+
+from labkit import cli
+from labkit.config import RunConfig
+from labkit.engine import data, data_parallel, device, runner
+from labkit.engine.runner import label_tokens
+
+# 2 ranks × mb 2 × accum 2 = 8 sequences an optimizer step = 1 process × mb 4 × accum 2; dropout 0 so that the
+# forward is a function of the weights and the batch only; adamw: bitsandbytes' 8-bit states would round
+SEQ = 256          # with the seed-0 order, the ranks' first step has 1001 and 1020 label tokens (padding differs)
+TWO_RANKS = RunConfig(model="tiny", seq_len=SEQ, micro_batch=2, grad_accum=2, num_gpus=2, lora_dropout=0.0,
+                      optim="adamw")
+ONE_PROCESS = TWO_RANKS.replace(micro_batch=4, num_gpus=1)
+
+
+def _rank_label_tokens(cfg: RunConfig, steps: int) -> list[tuple[int, int]]:
+    """Label tokens of rank 0's and rank 1's rows, per optimizer step, as the runner draws them."""
+    stream = data.batches(data.byte_tokenizer(), data.course_texts(), cfg.seq_len, cfg.micro_batch * 2,
+                          cfg.pad_to_seq_len, seed=cfg.seed)
+    out = []
+    for _ in range(steps):
+        cycle = [next(stream) for _ in range(cfg.grad_accum)]
+        out.append(tuple(sum(label_tokens({"labels": b["labels"][r * 2:(r + 1) * 2]}) for b in cycle)
+                         for r in range(2)))
+    return out
+
+
+def test_two_ranks_give_one_process_weights_even_with_unequal_label_counts(tmp_path):
+    """After 2 optimizer steps the LoRA weights match, and so do the first step's (all-reduced) gradients —
+    although rank 0 and rank 1 saw different numbers of label tokens: each rank divides by the tokens of ALL
+    ranks and multiplies by N against DDP's average, so the mean is the big batch's gradient.
+
+    Tolerance rtol 1e-5, atol 1e-7: the two runs add the same products in a different order (two half-batches
+    summed by the all-reduce, then ÷ 2, vs one batch of 4), so float32 rounding differs in the last bits
+    (≈ 1e-7 relative); a wrong normalisation (each rank ÷ its own tokens) is off by ≈ 1 %, five orders more."""
+    counts = _rank_label_tokens(TWO_RANKS, 2)
+    assert counts[0][0] != counts[0][1], counts        # the point of the test: unequal per rank
+    two = data_parallel.measure_data_parallel(TWO_RANKS, steps=2, warmup=1, weights="random",
+                                              adapters_path=str(tmp_path / "two.pt"))
+    one = runner.measure_run(ONE_PROCESS, steps=2, warmup=1, weights="random", adapters_path=str(tmp_path / "one.pt"))
+    assert two["status"] == "ok", two["error"]
+    assert [r["label_tokens"] for r in two["ranks"]] == [[c[r] for c in counts] for r in range(2)]
+    a, b = torch.load(tmp_path / "two.pt"), torch.load(tmp_path / "one.pt")
+    assert a["lora"].keys() == b["lora"].keys() and len(a["lora"]) == 32      # 4 layers × 4 targets × (A, B)
+    for what in ("first_step_grads", "lora"):
+        for name in a[what]:
+            torch.testing.assert_close(a[what][name], b[what][name], rtol=1e-5, atol=1e-7, msg=f"{what} {name}")
+    assert any(g.abs().max() > 0 for g in a["first_step_grads"].values())
+    assert two["measured"]["loss"] == pytest.approx(one["measured"]["loss"], rel=1e-4)
+    assert all(r["loss"] == two["measured"]["loss"] for r in two["ranks"])     # every rank reports the big batch's
+
+
+def _json_record(capsys, *argv) -> dict:
+    assert cli.main(["run", "--model", "tiny", "--seq-len", "32", "--grad-accum", "2", "--steps", "2",
+                     "--lora-dropout", "0", "--optim", "adamw", "--weights", "random", "--json", *argv]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1                              # one record, all ranks inside
+    return json.loads(lines[0])
+
+
+def test_the_command_line_prints_one_record_with_every_rank_and_the_big_batch_loss(capsys):
+    two = _json_record(capsys, "--num-gpus", "2", "--micro-batch", "2")
+    one = _json_record(capsys, "--num-gpus", "1", "--micro-batch", "4")
+    assert two["status"] == "ok" and two["schema"] == 3 and "cpu-processes" in two["labels"]
+    assert "ranks" not in one and "cpu-processes" not in one["labels"]
+    assert [r["rank"] for r in two["ranks"]] == [0, 1]
+    for r in two["ranks"]:
+        assert r["step_time_s"] > 0 and 0 < r["sync_time_s"] < r["step_time_s"]
+        assert r["saved_activation_bytes"] > 0 and r["resident"]["quantized_weights"] > 0
+    # every rank holds the whole 4-bit base: the same resident bytes as one process
+    assert two["ranks"][1]["resident"]["quantized_weights"] == one["measured"]["resident"]["quantized_weights"]
+    summary = two["measured"]["ranks_summary"]
+    assert summary["step_time_s"]["min"] <= summary["step_time_s"]["max"] and summary["sync_share"]["max"] < 1
+    assert two["measured"]["loss"] == pytest.approx(one["measured"]["loss"], rel=1e-4)
+    dp = two["theory"]["data_parallel"]
+    assert dp["world_size"] == 2 and dp["allreduce_bytes_per_rank"] == dp["gradient_bytes"]
+    assert dp["memory_per_rank"]["peak"] == two["theory"]["peak"]   # a rank = one process with its micro-batch
+
+
+def _spawned_children() -> list[int]:
+    """Processes this one started with multiprocessing's spawn (Linux /proc: parent pid and `spawn_main` in the
+    command line), alive or zombie; multiprocessing's one resource tracker is not one of them."""
+    me, out = os.getpid(), []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                spawned = b"spawn_main" in f.read()
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == me and spawned:
+            out.append(int(pid))
+    return out
+
+
+def test_a_rank_that_fails_is_a_record_and_leaves_no_process_behind():
+    """Rank 1 raises in its second forward while rank 0 waits in the all-reduce: the parent gets status "error"
+    naming rank 1, rank 0 ends (stopped, or failed by gloo's closed connection: never left hanging), and no child
+    process is alive afterwards."""
+    out = data_parallel.measure_data_parallel(TWO_RANKS.replace(seq_len=32), steps=2, warmup=1, weights="random",
+                                              _fail_rank=1)
+    assert out["status"] == "error" and out["error"].startswith("rank 1 of 2:"), out["error"]
+    assert "injected failure" in out["error"]
+    assert out["ranks"][1]["status"] == "error"
+    assert out["ranks"][0]["status"] in ("stopped", "error")      # killed, or gloo told it its peer was gone
+    assert not multiprocessing.active_children() and not _spawned_children()
+
+
+def test_more_cuda_ranks_than_gpus_are_refused_in_one_line(monkeypatch):
+    cuda = {"type": "cuda", "name": "Tesla T4", "capability": [7, 5], "total_memory": 15 * 2 ** 30}
+    monkeypatch.setattr(device, "pick_device", lambda d=None: "cuda")
+    monkeypatch.setattr(device, "device_summary", lambda d: cuda)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"num_gpus=2 needs 2 GPUs and torch sees 1") as e:
+        data_parallel.measure_data_parallel(RunConfig(num_gpus=2, precision="fp16"), steps=1, warmup=0)
+    assert "\n" not in str(e.value)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    data_parallel.check_world(2, "cuda")                 # enough GPUs: no refusal
+    data_parallel.check_world(8, "cpu")                  # a CPU runs N gloo processes instead
