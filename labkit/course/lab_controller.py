@@ -87,6 +87,12 @@ class LabController:
         if runner is None:
             from labkit import experiment
             runner = experiment.run
+        if cfg.num_gpus > 1 and cfg.num_gpus > getattr(self, "gpus_visible", 0):
+            # the GPU control is arithmetic here: measure one process, say what the N counts for
+            self._say("info", f"GPUs is arithmetic on this machine ({self._gpus_seen()}): this run measures one "
+                              f"process; the effective batch {cfg.effective_batch_text} counts {cfg.num_gpus} GPUs "
+                              "that would each run the same micro-batch (lesson 03 runs several processes for real)")
+            cfg = cfg.replace(num_gpus=1)
         self.busy = True
         self._show_busy()
         self._show_loading()
@@ -109,6 +115,10 @@ class LabController:
                 free_memory()
                 self._show_outcome(None)
         return record
+
+    def _gpus_seen(self) -> str:
+        seen = getattr(self, "gpus_visible", 0)
+        return "no GPU" if seen == 0 else f"{seen} GPU{'s' if seen != 1 else ''} visible"
 
     # -- replaying -----------------------------------------------------------------------------------------------------
     def replay(self, records=None, name: str | None = None, **values) -> list[dict]:

@@ -66,9 +66,10 @@ def precision_choices(device_type: str, capability=None) -> tuple[list[tuple[str
 
 
 # ---- the two sets of controls ----------------------------------------------------------------------------------------
-def live_controls(b: RunConfig, on_gpu: bool, precision_options) -> dict:
+def live_controls(b: RunConfig, on_gpu: bool, precision_options, gpus_visible: int = 0) -> dict:
     """The controls for runs in this kernel, starting from `b`: every value this device can run (on a CPU also a
-    memory budget, over which a run becomes a simulated OOM)."""
+    memory budget, over which a run becomes a simulated OOM). With 2 or more GPUs visible the GPU control offers
+    1 … that many, and a run uses them (one DDP process each); otherwise it is arithmetic and says so."""
     values = [v for _, v in precision_options]
     seq_options = sorted({64, 128, 256, 512, 1024} | ({2048, 4096} if on_gpu else set()) | {b.seq_len})
     r_options = sorted({4, 8, 16, 32, 64} | {b.lora_r})
@@ -81,8 +82,10 @@ def live_controls(b: RunConfig, on_gpu: bool, precision_options) -> dict:
                                    description="micro-batch", style=style(), layout=wide()),
         "grad_accum": W.IntSlider(value=b.grad_accum, min=1, max=max(32, b.grad_accum),
                                   description="grad accumulation", style=style(), layout=wide()),
-        "num_gpus": W.Dropdown(options=sorted({1, 2, 4, 8, b.num_gpus}), value=b.num_gpus,
-                               description="GPUs (arithmetic)", style=style(), layout=wide()),
+        "num_gpus": (W.Dropdown(options=list(range(1, gpus_visible + 1)), value=min(b.num_gpus, gpus_visible),
+                                description="GPUs (DDP)", style=style(), layout=wide()) if gpus_visible > 1 else
+                     W.Dropdown(options=sorted({1, 2, 4, 8, b.num_gpus}), value=b.num_gpus,
+                                description="GPUs (arithmetic)", style=style(), layout=wide())),
         "seq_len": W.Dropdown(options=seq_options, value=b.seq_len, description="sequence length", style=style(),
                               layout=wide()),
         "lora_r": W.Dropdown(options=r_options, value=b.lora_r, description="LoRA rank r", style=style(),

@@ -53,6 +53,8 @@ class LabView(W.VBox):
         self.add_class("labkit-lab")
         self.facts = facts
         on_gpu = facts["type"] == "cuda"
+        # GPUs a run can really use (labkit.run starts one DDP process per GPU); below 2 the GPU control is arithmetic
+        self.gpus_visible = facts.get("gpu_count", 1) if on_gpu else 0
         self.model = model or (base.model if base else ("llama-3.2-1b" if on_gpu else "tiny"))
         self.base = (base or RunConfig(seq_len=512 if on_gpu else 128, micro_batch=2, grad_accum=4)
                      ).replace(model=self.model)
@@ -88,7 +90,7 @@ class LabView(W.VBox):
         options, self._live_precision_notes = precision_choices(self.facts["type"], self.facts["capability"])
         self.precision_notes = self._live_precision_notes
         self.readout = W.HTML()
-        self._live_controls = live_controls(self.base, on_gpu, options)
+        self._live_controls = live_controls(self.base, on_gpu, options, self.gpus_visible)
         self._watch_readout(self._live_controls)
         if BUDGET in self._live_controls:
             self._live_controls[BUDGET].observe(self._on_budget_typed, names="value")

@@ -101,7 +101,7 @@ def device_facts(device=None, check_hub: bool = True) -> dict:
         free, _ = torch.cuda.mem_get_info(index)   # note: this creates the CUDA context if nothing has yet
         facts.update(name=props.name, index=index, capability=capability, total_memory=int(props.total_memory),
                      free_memory=int(free), memory_kind="GPU memory",
-                     multiprocessors=props.multi_processor_count)
+                     multiprocessors=props.multi_processor_count, gpu_count=torch.cuda.device_count())
         try:
             facts["torch_says_bf16_supported"] = bool(torch.cuda.is_bf16_supported())
         except Exception:  # noqa: BLE001

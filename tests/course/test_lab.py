@@ -745,3 +745,23 @@ def test_set_checks_every_value_before_applying_any():
     with pytest.raises(ValueError, match="must be an integer"):
         the_lab.set(gradient_checkpointing=not before["gradient_checkpointing"], micro_batch="4")
     assert {k: w.value for k, w in the_lab.controls.items()} == before
+
+
+@CPU_ONLY
+def test_gpu_control_is_arithmetic_without_gpus_and_says_so():
+    lab, runner = make_lab()
+    assert lab.controls["num_gpus"].description == "GPUs (arithmetic)"
+    rec = lab.run(num_gpus=2, micro_batch=2, grad_accum=4)
+    assert runner.calls[-1].num_gpus == 1                       # one process measured, not two
+    assert rec["config"]["num_gpus"] == 1
+    said = next(m for m in lab.messages if m.startswith("GPUs is arithmetic"))
+    assert "(no GPU)" in said and "2 micro × 4 accum × 2 GPUs = 16" in said
+
+
+def test_gpu_control_is_real_with_two_gpus_visible():
+    from labkit.course.lab_controls import live_controls, precision_choices
+    options, _ = precision_choices("cuda", [8, 0])
+    real = live_controls(RunConfig(num_gpus=1), True, options, gpus_visible=2)["num_gpus"]
+    one = live_controls(RunConfig(num_gpus=1), True, options, gpus_visible=1)["num_gpus"]
+    assert (real.description, list(real.options)) == ("GPUs (DDP)", [1, 2])
+    assert (one.description, list(one.options)) == ("GPUs (arithmetic)", [1, 2, 4, 8])
