@@ -32,6 +32,7 @@ import math
 import statistics
 import traceback
 import types
+import warnings
 
 import torch
 
@@ -202,8 +203,12 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
     }
     scope = types.SimpleNamespace()          # everything the run allocates hangs here, so one line drops it all
     try:
-        _steps(cfg, steps, warmup, device, dev, precision, weights, progress, on_step, result, scope, ranks,
-               adapters_path)
+        with warnings.catch_warnings():
+            # bitsandbytes warns once per process that paging is off on a CPU; the record says so instead (label
+            # "paging-off-on-cpu"), so scripts, the command line and the processes of a data-parallel run stay calm
+            warnings.filterwarnings("ignore", message=".*Paged optimizers are not supported on CPU.*")
+            _steps(cfg, steps, warmup, device, dev, precision, weights, progress, on_step, result, scope, ranks,
+                   adapters_path)
         if adapters_path is not None and ranks.rank == 0 and result["status"] == "ok":
             torch.save({"lora": _adapters(scope.model, "data"), "first_step_grads": scope.first_grads},
                        adapters_path)

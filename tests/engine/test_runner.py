@@ -146,3 +146,22 @@ def test_optimizer_and_schedule_step_once_per_accumulation_cycle(monkeypatch):
     assert rec["status"] == "ok", rec["error"]
     assert counts == {"fb": 12, "opt": 3, "sched": 3}
     assert len(rec["measured"]["loss"]) == 3                          # loss logged per optimizer step
+
+
+def test_a_cpu_run_with_the_paged_optimizer_says_so_in_its_labels_not_in_a_warning():
+    import warnings
+
+    import bitsandbytes as bnb
+
+    p = torch.nn.Parameter(torch.zeros(4096))
+    p.grad = torch.ones(4096)
+    with warnings.catch_warnings(record=True) as control:      # bitsandbytes itself warns (the control)
+        warnings.simplefilter("always")
+        bnb.optim.PagedAdamW8bit([p]).step()
+    assert any("Paged optimizers are not supported on CPU" in str(w.message) for w in control)
+    cfg = RunConfig(model="tiny", seq_len=32, micro_batch=1, grad_accum=1, optim="paged_adamw_8bit")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        rec = runner.measure_run(cfg, steps=1, warmup=0, device="cpu")
+    assert rec["status"] == "ok" and "paging-off-on-cpu" in rec["labels"]
+    assert not [w for w in seen if "Paged optimizers" in str(w.message)]
