@@ -364,7 +364,8 @@ def section_f(write, stand_in: str) -> None:
           f"in {time.perf_counter() - t0:.0f} s")
     rows, step = [], {}
     for name, change in TIME_GRID:
-        rec = fresh_run(RunConfig(model="llama-3.2-1b", seq_len=512, grad_accum=1, **change), steps=4)
+        rec = fresh_run(RunConfig(model="llama-3.2-1b", seq_len=512, grad_accum=1, **{"precision": "fp16", **change}),
+                        steps=4)
         measured = (rec.get("measured") or {}).get("step_time_s")
         t = (rec.get("theory") or {}).get("time") or {}
         step[name] = (measured, t.get("step_s"))

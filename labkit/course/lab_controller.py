@@ -87,12 +87,13 @@ class LabController:
         if runner is None:
             from labkit import experiment
             runner = experiment.run
+        arithmetic_gpus = None
         if cfg.num_gpus > 1 and cfg.num_gpus > getattr(self, "gpus_visible", 0):
             # the GPU control is arithmetic here: measure one process, say what the N counts for
             self._say("info", f"GPUs is arithmetic on this machine ({self._gpus_seen()}): this run measures one "
                               f"process; the effective batch {cfg.effective_batch_text} counts {cfg.num_gpus} GPUs "
                               "that would each run the same micro-batch (lesson 03 runs several processes for real)")
-            cfg = cfg.replace(num_gpus=1)
+            arithmetic_gpus, cfg = cfg.num_gpus, cfg.replace(num_gpus=1)
         self.busy = True
         self._show_busy()
         self._show_loading()
@@ -100,6 +101,9 @@ class LabController:
         try:
             record = runner(cfg, steps=self.steps, warmup=self.warmup, device=self.device, weights=self.weights,
                             on_step=self._on_step)
+            if arithmetic_gpus is not None:              # the settings' N, labelled: one process was measured
+                record["config"]["num_gpus"] = arithmetic_gpus
+                record["labels"].append("gpus-arithmetic")
         except ValueError as e:
             self._say("error", f"settings rejected: {e}")
         except KeyboardInterrupt:

@@ -21,7 +21,6 @@ import json
 import os
 import socket
 import tempfile
-import time
 
 import torch
 
@@ -31,12 +30,24 @@ CPU_LABEL = "cpu-processes"
 DEFAULT_TIMEOUT_S = 300          # a collective waiting longer than this fails the rank (process group timeout)
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity: a container's or taskset's limit), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:                 # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def check_world(num_gpus: int, device_type: str) -> None:
-    """Refuse, in one line (ValueError), N CUDA processes on a machine with fewer than N visible GPUs."""
+    """Refuse, in one line (ValueError), N CUDA processes on a machine with fewer than N visible GPUs, and N CPU
+    processes on fewer than N usable CPUs (each loads the whole model and gets at least one core)."""
     if device_type == "cuda" and torch.cuda.device_count() < num_gpus:
         raise ValueError(f"num_gpus={num_gpus} needs {num_gpus} GPUs and torch sees {torch.cuda.device_count()} "
                          "here; lower --num-gpus (or run on a CPU, where N gloo processes stand in, labelled "
                          "cpu-processes)")
+    if device_type == "cpu" and usable_cpus() < num_gpus:
+        raise ValueError(f"num_gpus={num_gpus} on a CPU starts {num_gpus} processes, each with the whole model and "
+                         f"a core of its own, and this process may use {usable_cpus()} CPUs; lower --num-gpus")
 
 
 def free_port() -> int:
@@ -59,7 +70,7 @@ def _rank_main(rank: int, world_size: int, cfg: RunConfig, steps: int, warmup: i
     from labkit.engine.rank_context import DataParallelRank
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))    # 2 ranks on 16 cores: 8 threads each
+    torch.set_num_threads(max(1, usable_cpus() // world_size))    # 2 ranks on 16 cores: 8 threads each
     device = f"cuda:{rank}" if device_type == "cuda" else "cpu"
     if device_type == "cuda":
         torch.cuda.set_device(rank)
@@ -67,14 +78,17 @@ def _rank_main(rank: int, world_size: int, cfg: RunConfig, steps: int, warmup: i
         _inject_failure(runner)
     dist.init_process_group("nccl" if device_type == "cuda" else "gloo", rank=rank, world_size=world_size,
                             timeout=datetime.timedelta(seconds=timeout_s))
+    result = None
     try:
         result = runner.measure_run(cfg, steps, warmup, device, weights,
                                     ranks=DataParallelRank(rank, world_size, device), adapters_path=adapters_path)
-        result["finished_at"] = time.time()     # the first rank to fail is the cause; peers fail after it
-        with open(os.path.join(out_dir, f"rank{rank}.json"), "w", encoding="utf-8") as f:
-            json.dump(result, f, default=str)
+        path = os.path.join(out_dir, f"rank{rank}.json")
+        with open(path + ".tmp", "w", encoding="utf-8") as f:          # whole or absent: a kill mid-write
+            json.dump(result, f, default=str)                             # leaves no half file
+        os.replace(path + ".tmp", path)
     finally:
-        dist.destroy_process_group()
+        if result is not None and result["status"] == "ok":
+            dist.destroy_process_group()     # a failed rank leaves without it: its peers may sit in a collective
     if result["status"] != "ok":
         sys.exit(1)
 
@@ -97,14 +111,20 @@ def measure_data_parallel(cfg: RunConfig, steps: int = 3, warmup: int = 1, devic
     """cfg.num_gpus processes, each one rank of a DDP run; the measured half of one record (see the module).
     ValueError (one line) for more CUDA ranks than visible GPUs. `adapters_path`: rank 0 saves its adapters
     and first-step gradients there (`runner.measure_run`). `_fail_rank`: tests only, that rank raises."""
-    from torch.multiprocessing import ProcessExitedException, start_processes
+    from torch.multiprocessing import ProcessExitedException, ProcessRaisedException, start_processes
 
     from labkit.engine.device import run_setup
+    from labkit.engine.hardware import t4_profile_active
     from labkit.engine.models import model_source
+    from labkit.engine.runner import check_steps
 
     world = cfg.num_gpus
+    check_steps(steps, warmup)                                    # bad input: one ValueError, nothing spawned
     device, dev, precision, labels = run_setup(cfg, device)      # bad precision here → ValueError before spawning
     check_world(world, dev["type"])
+    if t4_profile_active():
+        raise ValueError("the T4 profile caps the memory of this process only; the ranks of a data-parallel run "
+                         "are new processes and would run uncapped: use --num-gpus 1 with --t4-profile")
     model_source(cfg, weights)            # build a shape-only checkpoint once here, not N times at once there
     with tempfile.TemporaryDirectory(prefix="labkit-ranks-") as out_dir:
         context = start_processes(_rank_main, nprocs=world, join=False, start_method="spawn",
@@ -114,7 +134,8 @@ def measure_data_parallel(cfg: RunConfig, steps: int = 3, warmup: int = 1, devic
         try:
             while not context.join(grace_period=5):
                 pass
-        except ProcessExitedException as e:         # ProcessRaisedException is one: a rank failed or was killed
+        except (ProcessRaisedException, ProcessExitedException) as e:   # a rank raised before its run began,
+            # or exited / was killed
             failure = e
         finally:
             for p in context.processes:             # nothing outlives the run, whatever happened here
@@ -122,21 +143,43 @@ def measure_data_parallel(cfg: RunConfig, steps: int = 3, warmup: int = 1, devic
                     p.kill()
                 p.join()
         results = [_read(out_dir, r) for r in range(world)]
-    return combine(results, failure, dev)
+    return combine(results, failure, dev, precision)
 
 
 def _read(out_dir: str, rank: int) -> dict | None:
     path = os.path.join(out_dir, f"rank{rank}.json")
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except ValueError:                                  # cannot happen with os.replace; never a crash if it does
+        return None
 
 
-def _rank_measured(rank: int, result: dict | None) -> dict:
+def _rank_measured(rank: int, result: dict | None, killed: str | None = None) -> dict:
     if result is None:
-        return {"rank": rank, "status": "stopped", "error": "stopped: another rank failed first"}
-    return {**result["measured"], "rank": rank, "status": result["status"], "error": result["error"]}
+        why = killed or "stopped: another rank failed first"
+        return {"rank": rank, "status": "error" if killed else "stopped", "error": why}
+    return {**result["measured"], "rank": rank, "status": result["status"], "error": result["error"],
+            "traceback": result.get("traceback")}
+
+
+def _killed(failure: BaseException | None, results: list) -> tuple[int | None, str | None]:
+    """(rank, why) when a rank was ended by a signal before writing anything (e.g. the system out of memory
+    killed it while it loaded the model), or raised before its run began; else (None, None)."""
+    from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
+
+    index = getattr(failure, "error_index", None)
+    if index is None or results[index] is not None:
+        return None, None
+    if isinstance(failure, ProcessExitedException) and failure.signal_name:
+        hint = " (on a CPU, often the system running out of memory)" if failure.signal_name == "SIGKILL" else ""
+        return index, f"the process was killed by {failure.signal_name}{hint}"
+    if isinstance(failure, ProcessRaisedException):
+        lines = [x for x in str(failure).splitlines() if x.strip()]
+        return index, f"failed before its run began: {lines[-1].strip() if lines else 'no message'}"
+    return index, f"the process exited with code {getattr(failure, 'exit_code', '?')} before writing a result"
 
 
 def summary(ranks: list[dict]) -> dict:
@@ -154,21 +197,27 @@ def summary(ranks: list[dict]) -> dict:
     return out
 
 
-def combine(results: list[dict | None], failure: BaseException | None, dev: dict) -> dict:
+def combine(results: list[dict | None], failure: BaseException | None, dev: dict,
+            precision: str | None = None) -> dict:
     """The ranks' results as one measured half: rank 0's measurements on top, with the effective batch's
     tokens/s (every rank's tokens ÷ the slowest rank's step time: the step ends when the last rank's
-    all-reduce does), every rank in `ranks`, and the first rank to fail as the status (its peers fail after it,
-    with gloo's "connection closed by peer", or are stopped)."""
+    all-reduce does), every rank in `ranks`, every rank's labels, and the first rank to fail as the status (its
+    peers fail after it, with gloo's "connection closed by peer", or are stopped). A rank killed before it wrote
+    anything is named as the cause."""
+    from labkit.engine.runner import empty_measured
+
     world = len(results)
-    ranks = [_rank_measured(r, res) for r, res in enumerate(results)]
+    killed_rank, killed_why = _killed(failure, results)
+    ranks = [_rank_measured(r, res, killed_why if r == killed_rank else None) for r, res in enumerate(results)]
     failed = sorted((r for r in ranks if r["status"] not in ("ok", "stopped")),     # the first to fail first:
-                    key=lambda r: results[r["rank"]]["finished_at"])          # its peers lose the connection later
+                    key=lambda r: (results[r["rank"]] or {}).get("failed_at", 0.0))   # a killed rank before all
     base = next((res for res in results if res is not None), None)
     if base is None:                                  # no rank got as far as writing: the process exit tells
-        base = {"resolved": {"precision": None, "device": dev["type"]}, "device": dev, "labels": [],
-                "warnings": [], "model_source": None, "measured": {}}
-    out = {**base, "labels": list(base["labels"]), "measured": dict((results[0] or base)["measured"])}
-    out.pop("finished_at", None)
+        base = {"resolved": {"precision": precision, "device": dev["type"]}, "device": dev, "labels": [],
+                "warnings": [], "model_source": None, "measured": empty_measured()}
+    out = {**base, "labels": list(dict.fromkeys(x for res in [base] + results if res for x in res["labels"])),
+           "measured": dict((results[0] or base)["measured"])}
+    out.pop("failed_at", None)
     if dev["type"] == "cpu":
         out["labels"].append(CPU_LABEL)
     m = out["measured"]
@@ -178,11 +227,13 @@ def combine(results: list[dict | None], failure: BaseException | None, dev: dict
     if failed or failure is not None or any(res is None for res in results):
         first = failed[0] if failed else None
         out["status"] = first["status"] if first else "error"
-        why = first["error"] if first else str(failure).splitlines()[0] if failure else "no result"
+        why = first["error"] if first else str(failure).strip().splitlines()[-1] if failure else "no result"
         which = first["rank"] if first else getattr(failure, "error_index", "?")
         out["error"] = f"rank {which} of {world}: {why}"
+        out["traceback"] = (first or {}).get("traceback")
         return out
     out["status"], out["error"] = "ok", None
+    out.pop("traceback", None)
     slowest = max(r["step_time_s"] for r in ranks)
     m["tokens_per_s"] = sum(r["tokens_per_s"] * r["step_time_s"] for r in ranks) / slowest
     m["ranks_summary"] = summary(ranks)

@@ -49,27 +49,54 @@ SINGLE = SingleProcess()
 
 
 class AllReduceClock:
-    """The comm hook's state: the seconds each gradient bucket's all-reduce took (see `timed_allreduce_hook`)."""
+    """The comm hook's state: the seconds each gradient bucket's all-reduce took (see `timed_allreduce_hook`).
+    On CUDA it keeps pairs of CUDA events and turns them into seconds when read (`take`)."""
 
-    def __init__(self):
+    def __init__(self, cuda: bool = False):
+        self.cuda = cuda
         self.seconds: list[float] = []
+        self.events: list[tuple] = []      # CUDA: (start, end) events around each bucket's all-reduce
         self.process_group = None          # None: the default group (torch's allreduce_hook reads it so)
+
+    def take(self) -> float:
+        """Seconds in all-reduce since the last call (summed over buckets), then start again."""
+        if self.events:
+            torch.cuda.synchronize()
+            self.seconds += [start.elapsed_time(end) / 1e3 for start, end in self.events]   # ms → s
+            self.events.clear()
+        out = sum(self.seconds)
+        self.seconds.clear()
+        return out
 
 
 def timed_allreduce_hook(clock: AllReduceClock, bucket):
-    """torch's own `allreduce_hook` (DDP's default behaviour: sum, then ÷ N), timed: the wall time from the moment
-    DDP hands a gradient bucket to the hook until its all-reduce future completes.
+    """torch's own `allreduce_hook` (DDP's default behaviour: sum, then ÷ N), timed from the moment DDP hands a
+    gradient bucket to the hook until its all-reduce is done.
 
     What that time holds: the all-reduce itself (gloo on CPU, NCCL on CUDA) *and* the wait for the slowest rank to
     reach the same bucket — a straggler shows up here. Buckets of one backward are summed by the caller; with
-    LoRA's small gradients there is usually one bucket. On CUDA the launch is asynchronous on DDP's stream; the
-    future completes when NCCL's work is done, so the figure still covers the transfer."""
+    LoRA's small gradients there is usually one bucket. On a CPU (gloo) the future completes when the data has
+    arrived: wall time from the call to the callback. On CUDA the future may complete once NCCL's kernel is only
+    queued, so wall time would hold the launch alone: there CUDA events are recorded on the current stream when
+    the hook starts and in the callback (whose stream waits for NCCL's work), and their elapsed time is read at
+    the end of the step."""
     from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
-    start = time.perf_counter()
+    if clock.cuda:
+        start = torch.cuda.Event(enable_timing=True)
+        start.record()
+
+        def done_cuda(fut):
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            clock.events.append((start, end))
+            return fut.value()
+        return allreduce_hook(clock.process_group, bucket).then(done_cuda)
+
+    begun = time.perf_counter()
 
     def done(fut):
-        clock.seconds.append(time.perf_counter() - start)
+        clock.seconds.append(time.perf_counter() - begun)
         return fut.value()
     return allreduce_hook(clock.process_group, bucket).then(done)
 
@@ -80,7 +107,7 @@ class DataParallelRank:
     def __init__(self, rank: int, world_size: int, device: str):
         self.rank, self.world_size, self.device = rank, world_size, device
         self.loss_scale = world_size       # DDP averages gradients (÷ N): × N keeps Σ over ranks / n_items
-        self._clock = AllReduceClock()
+        self._clock = AllReduceClock(cuda=torch.device(device).type == "cuda")
 
     def my_rows(self, stream):
         """This rank's share of each big batch: rows [r·mb, (r+1)·mb) of mb × N rows drawn with the run's seed,
@@ -92,11 +119,12 @@ class DataParallelRank:
 
     def wrap(self, model):
         """DistributedDataParallel around the peft model (DDP's defaults: 25 MB buckets, parameters broadcast
-        from rank 0 once), with the timed all-reduce as its comm hook."""
+        from rank 0 once), with the timed all-reduce as its comm hook. Buffers are not broadcast before every
+        forward (the model's buffers never change here: that would be a hidden sync point in every micro-batch)."""
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [torch.device(self.device).index] if torch.device(self.device).type == "cuda" else None
-        ddp = DistributedDataParallel(model, device_ids=ids)
+        ddp = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
         ddp.register_comm_hook(self._clock, timed_allreduce_hook)
         return ddp
 
@@ -116,6 +144,4 @@ class DataParallelRank:
 
     def take_sync_seconds(self) -> float:
         """Seconds in gradient all-reduce since the last call (summed over buckets), then start again."""
-        out = sum(self._clock.seconds)
-        self._clock.seconds.clear()
-        return out
+        return self._clock.take()

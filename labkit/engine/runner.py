@@ -30,6 +30,7 @@ import contextlib
 import gc
 import math
 import statistics
+import time
 import traceback
 import types
 import warnings
@@ -78,6 +79,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
 def record_failure(result: dict, exc: Exception) -> None:
     """A failed run as a result: status "oom" (labelled "simulated-oom" when a CPU budget declared it) or "error"
     with its first line, and for an error the traceback's last frames. Call it inside the `except` block."""
+    result["failed_at"] = time.time()          # when: in a data-parallel run the first rank to fail is the cause
     if is_out_of_memory(exc):
         result["status"], result["error"] = "oom", str(exc).splitlines()[0]
         if isinstance(exc, SimulatedOOM):
@@ -165,6 +167,26 @@ def forward_backward(model, batch: dict, n_items: int, device: str, precision: s
     return loss.item(), saved
 
 
+def check_steps(steps, warmup) -> None:
+    """ValueError (one line) for a step count below 1 or a warm-up outside [0, steps)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup < steps:
+        raise ValueError(f"warmup must be an integer in [0, steps), got {warmup!r}")
+
+
+def empty_measured(held: dict | None = None) -> dict:
+    """The measured part of a record before anything is measured: every key, every value None."""
+    held = held or {}
+    return {"saved_activation_bytes": None, "peak_allocated_bytes": None, "peak_reserved_bytes": None,
+            "peak_allocated_per_step": None, "peak_reserved_per_step": None,
+            "allocated_after_step": None, "reserved_after_step": None,
+            "cuda_context_bytes": None, "step_time_s": None,
+            "step_times_s": None, "tokens_per_s": None, "loss": None, "resident": None,
+            "batch_has_padding": None, "allocated_before_bytes": held.get("allocated_before_bytes"),
+            "allocated_before_source": held.get("allocated_before_source"), "aten_ops": None}
+
+
 def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = None,
                 weights: str = "auto", progress: bool = False, on_step=None,
                 ranks: rank_context.SingleProcess | rank_context.DataParallelRank = rank_context.SINGLE,
@@ -181,10 +203,7 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
     `adapters_path`: (rank 0) torch.save there {"lora": adapter weights after the last step, "first_step_grads":
     their gradients in the first step, all-reduced, before clipping}: to compare runs weight by weight.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup < steps:
-        raise ValueError(f"warmup must be an integer in [0, steps), got {warmup!r}")
+    check_steps(steps, warmup)
     device, dev, precision, labels = run_setup(cfg, device)
     labels += budget_labels(cfg, dev)
     held = held_before(device)
@@ -193,13 +212,7 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
         "resolved": {"precision": precision, "device": device},
         "device": dev, "labels": labels, "warnings": held["warnings"],
         "model_source": None, "status": "ok", "error": None,
-        "measured": {"saved_activation_bytes": None, "peak_allocated_bytes": None, "peak_reserved_bytes": None,
-                     "peak_allocated_per_step": None, "peak_reserved_per_step": None,
-                     "allocated_after_step": None, "reserved_after_step": None,
-                     "cuda_context_bytes": None, "step_time_s": None,
-                     "step_times_s": None, "tokens_per_s": None, "loss": None, "resident": None,
-                     "batch_has_padding": None, "allocated_before_bytes": held["allocated_before_bytes"],
-                     "allocated_before_source": held["allocated_before_source"], "aten_ops": None},
+        "measured": empty_measured(held),
     }
     scope = types.SimpleNamespace()          # everything the run allocates hangs here, so one line drops it all
     try:

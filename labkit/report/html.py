@@ -24,6 +24,9 @@ LABEL_NOTES = {
     "t4-profile": "a bigger GPU capped at a T4's memory: T4-profile, not a T4",
     "paging-off-on-cpu": "bitsandbytes pages optimizer state only on a GPU; on the CPU it stays resident",
     "memory-held-before": "more than 256 MiB was already in memory when the run started, and the peak includes it",
+    "cpu-processes": "N processes on one CPU under DDP (gloo): real processes and a real all-reduce, CPU figures",
+    "gpus-arithmetic": "the GPU count is arithmetic here: one process was measured; the effective batch counts "
+                       "the GPUs the settings name",
 }
 HELD_BEFORE_SOURCES = {"cuda-allocator": "the CUDA allocator's count: every tensor on this GPU, yours included",
                        "live-tensors": "live tensors found in this process"}

@@ -14,12 +14,6 @@ from labkit.report.text import lookup
 from labkit.units import change, fmt_seconds
 
 REGIME_WORDS = {"compute": "compute-bound", "memory": "memory-bound", "overhead": "overhead-bound"}
-# what each regime means for the knobs, in one line (Horace He, "Making Deep Learning Go Brrrr From First Principles")
-REGIME_MEANING = {
-    "compute": "time follows the FLOPs: more tokens per step cost in proportion",
-    "memory": "time follows the bytes moved: fewer, fused or lower-precision tensors help",
-    "overhead": "time follows the number of ops dispatched: more tokens per op come almost free",
-}
 
 
 def time_theory(record) -> dict | None:
@@ -29,14 +23,17 @@ def time_theory(record) -> dict | None:
 
 
 def predicted_step_s(record) -> float | None:
-    """The theory's seconds for one optimizer step (all micro-steps + the optimizer step): what
-    measured.step_time_s is compared with."""
+    """The theory's seconds for one optimizer step (all micro-steps + the optimizer step, and for N ranks the
+    gradient all-reduce: theory.data_parallel.step_s): what measured.step_time_s is compared with."""
     t = time_theory(record)
-    return None if t is None else t.get("step_s")
+    if t is None:
+        return None
+    return lookup(record, "theory", "data_parallel", "step_s") or t.get("step_s")
 
 
 def regime_of(record) -> str | None:
-    """'compute', 'memory' or 'overhead': the largest part of one micro-step; None without a time theory."""
+    """'overhead' when one micro-step's dispatching takes at least as long as its work (compute + memory), else
+    the larger of compute and memory (`labkit.theory.time`); None without a time theory."""
     t = time_theory(record)
     return None if t is None else t.get("regime")
 

@@ -753,7 +753,7 @@ def test_gpu_control_is_arithmetic_without_gpus_and_says_so():
     assert lab.controls["num_gpus"].description == "GPUs (arithmetic)"
     rec = lab.run(num_gpus=2, micro_batch=2, grad_accum=4)
     assert runner.calls[-1].num_gpus == 1                       # one process measured, not two
-    assert rec["config"]["num_gpus"] == 1
+    assert rec["config"]["num_gpus"] == 2 and "gpus-arithmetic" in rec["labels"]   # the settings' N, labelled
     said = next(m for m in lab.messages if m.startswith("GPUs is arithmetic"))
     assert "(no GPU)" in said and "2 micro × 4 accum × 2 GPUs = 16" in said
 

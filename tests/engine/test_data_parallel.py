@@ -128,4 +128,64 @@ def test_more_cuda_ranks_than_gpus_are_refused_in_one_line(monkeypatch):
     assert "\n" not in str(e.value)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     data_parallel.check_world(2, "cuda")                 # enough GPUs: no refusal
-    data_parallel.check_world(8, "cpu")                  # a CPU runs N gloo processes instead
+    monkeypatch.setattr(data_parallel, "usable_cpus", lambda: 8)
+    data_parallel.check_world(8, "cpu")                  # a CPU runs N gloo processes instead, one per core
+
+
+# ---- the parent's side, without spawning: refusals and how results become one record ---------------------------------
+CPU = {"type": "cpu", "name": "x86_64"}
+
+
+def _rank_result(rank, status="ok", labels=("cpu",), error=None, failed_at=None, step=0.5):
+    measured = {**runner.empty_measured(), "step_time_s": step, "tokens_per_s": 1000.0, "sync_time_s": 0.01,
+                "loss": [6.0], "saved_activation_bytes": 100}
+    out = {"resolved": {"precision": "fp32", "device": "cpu"}, "device": CPU, "labels": list(labels),
+           "warnings": [], "model_source": "shape-only", "measured": measured, "status": status, "error": error}
+    if failed_at is not None:
+        out.update(failed_at=failed_at, traceback=f"Traceback of rank {rank}")
+    return out
+
+
+def test_bad_steps_and_profiles_are_refused_before_any_process_starts(monkeypatch):
+    started = []
+    monkeypatch.setattr("torch.multiprocessing.start_processes", lambda *a, **k: started.append(a))
+    with pytest.raises(ValueError, match="steps must be an integer"):
+        data_parallel.measure_data_parallel(TWO_RANKS, steps=0)
+    monkeypatch.setattr(data_parallel, "usable_cpus", lambda: 2)
+    with pytest.raises(ValueError, match="num_gpus=3 on a CPU starts 3 processes"):
+        data_parallel.measure_data_parallel(TWO_RANKS.replace(num_gpus=3), steps=2, device="cpu")
+    monkeypatch.setattr("labkit.engine.hardware.t4_profile_active", lambda: True)
+    with pytest.raises(ValueError, match="T4 profile caps the memory of this process only"):
+        data_parallel.measure_data_parallel(TWO_RANKS, steps=2, device="cpu")
+    assert started == []
+
+
+def test_a_rank_killed_before_writing_is_named_and_the_record_has_every_measured_key():
+    from torch.multiprocessing import ProcessExitedException
+    killed = ProcessExitedException("process 1 terminated with signal SIGKILL", error_index=1, error_pid=42,
+                                    exit_code=-9, signal_name="SIGKILL")
+    out = data_parallel.combine([None, None], killed, CPU, "fp32")
+    assert out["status"] == "error" and out["error"].startswith("rank 1 of 2: the process was killed by SIGKILL")
+    assert out["resolved"]["precision"] == "fp32" and "batch_has_padding" in out["measured"]
+    assert [r["status"] for r in out["ranks"]] == ["stopped", "error"]
+    # its peer lost the connection and wrote that: the killed rank is still the cause
+    peer = _rank_result(0, "error", error="RuntimeError: Connection closed by peer", failed_at=100.0)
+    out = data_parallel.combine([peer, None], killed, CPU, "fp32")
+    assert out["error"].startswith("rank 1 of 2: the process was killed by SIGKILL")
+
+
+def test_the_first_rank_to_fail_is_the_cause_and_every_ranks_labels_stay():
+    oom = _rank_result(1, "oom", labels=("cpu", "simulated-oom"), error="simulated OOM: …", failed_at=10.0)
+    peer = _rank_result(0, "error", error="RuntimeError: Connection closed by peer", failed_at=11.0)
+    out = data_parallel.combine([peer, oom], None, CPU, "fp32")
+    assert out["status"] == "oom" and out["error"] == "rank 1 of 2: simulated OOM: …"
+    assert "simulated-oom" in out["labels"] and "cpu-processes" in out["labels"]
+    assert out["traceback"] == "Traceback of rank 1"
+
+
+def test_tokens_per_s_of_the_effective_batch_wait_for_the_slowest_rank():
+    out = data_parallel.combine([_rank_result(0, step=0.5), _rank_result(1, step=1.0)], None, CPU, "fp32")
+    assert out["status"] == "ok"
+    # rank 0: 1000 tokens/s × 0.5 s = 500 tokens; rank 1: 1000 tokens; 1500 tokens in the slowest rank's 1.0 s
+    assert out["measured"]["tokens_per_s"] == pytest.approx(1500.0)
+    assert out["measured"]["ranks_summary"]["step_time_s"] == {"min": 0.5, "max": 1.0}

@@ -1,6 +1,7 @@
 """Handmade records for the report tests (schema as in the contract): a CPU run of 1000 MiB saved activations, and
 a checkpointing on/off pair whose changes are known in advance."""
 from labkit.config import RunConfig
+from labkit.theory.time import _regime
 
 MiB = 2 ** 20
 
@@ -41,11 +42,10 @@ def with_time(record, compute_s, memory_s, overhead_s, optimizer_s=0.0, asynchro
     """`record` with a handmade theory.time: one micro-step's three parts, combined as the theory does (CPU: the
     sum; GPU: max(work, overhead)), × grad_accum + the optimizer step."""
     total = max(compute_s + memory_s, overhead_s) if asynchronous else compute_s + memory_s + overhead_s
-    parts = {"compute": compute_s, "memory": memory_s, "overhead": overhead_s}
     accum = record["config"]["grad_accum"]
     record["theory"]["time"] = {
         "compute_s": compute_s, "memory_s": memory_s, "overhead_s": overhead_s, "total_s": total,
-        "regime": "overhead" if overhead_s >= compute_s + memory_s else max(parts, key=parts.get),
+        "regime": _regime(compute_s, memory_s, overhead_s),
         "optimizer_s": optimizer_s, "step_s": accum * total + optimizer_s,
         "constants": {"source": source}}
     return record
