@@ -12,8 +12,6 @@ counter (a ratio; CPU time of this process, so other programs on the machine mat
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import tempfile
 import time
@@ -21,15 +19,8 @@ import warnings
 
 from labkit.config import PROJECTIONS, RunConfig
 from labkit.experiment import run
+from labkit.shapes import write_check_configs
 
-SHAPES = {
-    "qwen2-style": {"model_type": "qwen2", "hidden_size": 192, "intermediate_size": 512, "num_hidden_layers": 2,
-                    "num_attention_heads": 6, "num_key_value_heads": 2, "vocab_size": 512,
-                    "tie_word_embeddings": True},
-    "mistral-style": {"model_type": "mistral", "hidden_size": 256, "intermediate_size": 640,
-                      "num_hidden_layers": 2, "num_attention_heads": 8, "num_key_value_heads": 2,
-                      "vocab_size": 320, "tie_word_embeddings": False},
-}
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 VARIANTS = [   # (label, config changes)
     ("attn, drop", dict(lora_targets=ATTENTION)),
@@ -105,13 +96,9 @@ def main():
     parser.add_argument("--quick", action="store_true", help="tiny only")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    tmp = tempfile.mkdtemp()
     models = {"tiny": "tiny"}
     if not args.quick:
-        for name, cfg in SHAPES.items():
-            models[name] = os.path.join(tmp, f"{name}.json")
-            with open(models[name], "w") as f:
-                json.dump(cfg, f)
+        models.update(write_check_configs(tempfile.mkdtemp()))
     worst = table(models)
     print(f"\nworst error of the total over the grid: {worst:.2%}   (goal ≤ 5%)   shape-only weights, this device's "
           "4-bit and attention path")

@@ -8,33 +8,19 @@ Resident: 4-bit weights, 16/32-bit weights, LoRA, gradients, optimizer state vs 
 from __future__ import annotations
 
 import itertools
-import json
-import os
 import tempfile
 import warnings
 
 from labkit.config import RunConfig
 from labkit.experiment import run
+from labkit.shapes import write_check_configs
 
-SHAPES = {
-    "qwen2-style": {"model_type": "qwen2", "hidden_size": 192, "intermediate_size": 512, "num_hidden_layers": 2,
-                    "num_attention_heads": 6, "num_key_value_heads": 2, "vocab_size": 512,
-                    "tie_word_embeddings": True},
-    "mistral-style": {"model_type": "mistral", "hidden_size": 256, "intermediate_size": 640,
-                      "num_hidden_layers": 2, "num_attention_heads": 8, "num_key_value_heads": 2,
-                      "vocab_size": 320, "tie_word_embeddings": False},
-}
 RESIDENT = ("quantized_weights", "unquantized_weights", "lora", "gradients", "optimizer")
 
 
 def main():
     warnings.filterwarnings("ignore")
-    tmp = tempfile.mkdtemp()
-    models = {"tiny": "tiny"}
-    for name, cfg in SHAPES.items():
-        models[name] = os.path.join(tmp, f"{name}.json")
-        with open(models[name], "w") as f:
-            json.dump(cfg, f)
+    models = {"tiny": "tiny", **write_check_configs(tempfile.mkdtemp())}
     grid = itertools.product(models, (False, True), ("fp32", "bf16"), (64, 512),
                              (("q_proj", "k_proj", "v_proj", "o_proj"), ("q_proj", "v_proj", "gate_proj", "down_proj")))
     print(f"{'model':14s} {'ckpt':4s} {'prec':4s} {'seq':>4s} {'targets':10s} {'pad':3s} "

@@ -199,6 +199,31 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
 ]}
 
 
+# config.json fields of two small non-Llama shapes (random weights, built locally) that the tests and benchmarks run
+# the theory against: Qwen2's grouped-query attention with tied embeddings, Mistral's without
+CHECK_CONFIGS = {
+    "qwen2-style": {"model_type": "qwen2", "hidden_size": 192, "intermediate_size": 512, "num_hidden_layers": 2,
+                    "num_attention_heads": 6, "num_key_value_heads": 2, "vocab_size": 512,
+                    "tie_word_embeddings": True},
+    "mistral-style": {"model_type": "mistral", "hidden_size": 256, "intermediate_size": 640,
+                      "num_hidden_layers": 2, "num_attention_heads": 8, "num_key_value_heads": 2,
+                      "vocab_size": 320, "tie_word_embeddings": False},
+}
+
+
+def write_check_configs(folder) -> dict[str, str]:
+    """Each of CHECK_CONFIGS as `<folder>/<name>.json`; {name: path}, a path `RunConfig(model=…)` accepts."""
+    import json
+    import os
+
+    paths = {}
+    for name, fields in CHECK_CONFIGS.items():
+        paths[name] = os.path.join(str(folder), f"{name}.json")
+        with open(paths[name], "w", encoding="utf-8") as f:
+            json.dump(fields, f)
+    return paths
+
+
 def resolve_shape(model: str) -> ModelShape:
     """Shape of a preset name, a checkpoint folder (its config.json) or a config.json path. ValueError otherwise."""
     if model in PRESETS:

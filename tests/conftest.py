@@ -27,3 +27,13 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs CUDA; this machine has no GPU")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def shape_files(tmp_path_factory):
+    """{"tiny", "qwen2", "mistral"} → a model name `RunConfig` accepts: the preset, or a config.json of
+    `labkit.shapes.CHECK_CONFIGS` written for this module."""
+    from labkit.shapes import write_check_configs
+
+    paths = write_check_configs(tmp_path_factory.mktemp("shapes"))
+    return {"tiny": "tiny", "qwen2": paths["qwen2-style"], "mistral": paths["mistral-style"]}

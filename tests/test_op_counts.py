@@ -1,11 +1,10 @@
 """The theory predicts the aten ops a micro-batch dispatches (theory.aten_ops) within 5 % of what the run counts
 (measured.aten_ops), phase by phase (forward, checkpoint recompute, backward) and kind by kind, for the tiny model
-and the Qwen2- and Mistral-style test shapes of test_theory_vs_measured.py, checkpointing on and off, LoRA on the
+and the Qwen2- and Mistral-style check shapes (labkit.shapes.CHECK_CONFIGS), checkpointing on and off, LoRA on the
 attention projections or on every linear, dropout on and off. Real QLoRA steps on a CPU, random-init weights.
 
 And the counter itself: it splits a checkpointed model's ops into forward, recompute and backward, leaves the
 kit's own bookkeeping out, and changes nothing (the same loss and gradients, bit for bit)."""
-import json
 
 import peft
 import pytest
@@ -24,24 +23,10 @@ from labkit.shapes import PRESETS
 RECIPES_CHECKED_AT_THESE_VERSIONS = (tuple(int(x) for x in transformers.__version__.split(".")[:2]) >= (5, 24)
                                      and tuple(int(x) for x in peft.__version__.split(".")[:2]) >= (0, 21))
 
-QWEN2 = {"model_type": "qwen2", "hidden_size": 192, "intermediate_size": 512, "num_hidden_layers": 2,
-         "num_attention_heads": 6, "num_key_value_heads": 2, "vocab_size": 512, "tie_word_embeddings": True}
-MISTRAL = {"model_type": "mistral", "hidden_size": 256, "intermediate_size": 640, "num_hidden_layers": 2,
-           "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 320, "tie_word_embeddings": False}
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 ALL_LINEAR = PROJECTIONS
 TOL = 0.05
 PHASES = ("forward", "recompute", "backward", "total")
-
-
-@pytest.fixture(scope="module")
-def shape_files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("shapes")
-    out = {"tiny": "tiny"}
-    for name, cfg in (("qwen2", QWEN2), ("mistral", MISTRAL)):
-        (d / f"{name}.json").write_text(json.dumps(cfg))
-        out[name] = str(d / f"{name}.json")
-    return out
 
 
 CASES = [   # (model, config changes); each runs with checkpointing off and on

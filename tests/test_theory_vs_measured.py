@@ -4,28 +4,13 @@ lengths (with and without a padding mask) and LoRA target sets. Real QLoRA steps
 
 The peak: on a CPU against the live tensor bytes of real steps (labkit.measure.LiveTensorMeter), on CUDA against
 recorded H100 runs."""
-import json
 
 import pytest
 
 from labkit.config import RunConfig
 from labkit.experiment import run
 
-QWEN2 = {"model_type": "qwen2", "hidden_size": 192, "intermediate_size": 512, "num_hidden_layers": 2,
-         "num_attention_heads": 6, "num_key_value_heads": 2, "vocab_size": 512, "tie_word_embeddings": True}
-MISTRAL = {"model_type": "mistral", "hidden_size": 256, "intermediate_size": 640, "num_hidden_layers": 2,
-           "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 320, "tie_word_embeddings": False}
 TOL = 0.05
-
-
-@pytest.fixture(scope="module")
-def shape_files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("shapes")
-    out = {"tiny": "tiny"}
-    for name, cfg in (("qwen2", QWEN2), ("mistral", MISTRAL)):
-        (d / f"{name}.json").write_text(json.dumps(cfg))
-        out[name] = str(d / f"{name}.json")
-    return out
 
 
 CASES = [
