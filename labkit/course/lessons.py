@@ -13,25 +13,14 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from dataclasses import dataclass
 
 
-# the notices a lesson would otherwise print on every run; none of them says anything about the learner's code
-_NOISE = [
-    r".*bitsandbytes was compiled without GPU support.*",
-    r".*Paged optimizers are not supported on CPU.*",
-    r".*`gradient_checkpointing_enable` is deprecated.*",
-    r".*`is_gradient_checkpointing` is deprecated.*",
-    r".*Jupyter is migrating its paths.*",
-    r".*torch.utils.checkpoint: the use_reentrant parameter.*",
-]
-
-
 def quiet() -> None:
-    """Hide the known notices and the weight-loading progress bars (errors still show)."""
-    for pattern in _NOISE:
-        warnings.filterwarnings("ignore", message=pattern)
+    """Hide the library notices the kit has decided are noise (labkit.engine.notices.NOTICES) and the
+    weight-loading progress bars (errors still show)."""
+    from labkit.engine import notices
+    notices.install()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         from transformers.utils import logging as hf_logging

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from labkit.config import RunConfig
+from labkit.engine import notices
 from labkit.shapes import PRESETS, ModelShape, resolve_shape
 
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -53,9 +54,10 @@ def shape_only_checkpoint(shape: ModelShape, seed: int = 0, name: str = "model")
         return path
     torch.manual_seed(seed)
     hf_config = shape.to_hf_config()
-    model = AutoModelForCausalLM.from_config(hf_config, **dtype_kwarg(torch.bfloat16))  # 16-bit on disk, like the hub
-    tmp = path + ".tmp"
-    model.save_pretrained(tmp)
+    with quiet_loading():                      # no "Writing model shards" bar on stderr (red in a notebook)
+        model = AutoModelForCausalLM.from_config(hf_config, **dtype_kwarg(torch.bfloat16))  # 16-bit, like the hub
+        tmp = path + ".tmp"
+        model.save_pretrained(tmp)
     del model
     if not os.path.exists(path):
         os.replace(tmp, path)
@@ -152,16 +154,15 @@ def is_checkpointing(model) -> bool:
 
 @contextlib.contextmanager
 def quiet_loading():
-    """Hide transformers' per-tensor loading bar and the CPU-only bitsandbytes notices (lesson output stays
-    readable); real errors still raise."""
+    """Hide transformers' per-tensor loading and saving bars and the warnings notices.NOTICES silences (lesson
+    output stays readable); real errors still raise."""
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*compiled without GPU support.*")
-            warnings.filterwarnings("ignore", category=FutureWarning, message=".*checkpointing.*deprecated.*")
+            notices.silence_warnings()
             yield
     finally:
         if was_enabled:

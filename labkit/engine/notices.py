@@ -1,31 +1,77 @@
-"""Library notices that read like failures to a learner, replaced by one calm line each.
+"""What the kit does with each message its libraries print on the kit's own paths: one table, decided per message.
 
-bitsandbytes, on a CPU with AVX-512 BF16, tries to load an optional fused 4-bit matmul kernel from the `kernels`
-package when it is imported, and when that package is absent it logs
+A notebook shows anything written to stderr as red text, and a learner reads red text as an error. Python prints an
+unconfigured library logger's warnings on stderr, and `warnings.warn` too. Most of what transformers, peft,
+bitsandbytes, accelerate, kernels and huggingface_hub say on a CPU or offline run asks nothing of the learner, so
+each message the kit's paths can reach is listed in NOTICES with one decision:
 
-    Failed to load CPU gemm_4bit_forward from kernels-community: No module named 'kernels'. Please make …
+    silence   dropped: it says nothing the learner can act on, or the record already says it (a label)
+    note      dropped, and one calm line said instead, once per process, on stdout (plain text in a notebook);
+              the command line sends it to stderr, since its stdout carries tables and JSON
+    pass      shown as the library wrote it: the learner must act (a wrong setting, a real failure)
 
-through its module logger. With logging unconfigured, Python prints that on stderr: red in a notebook, read as an
-error. Nothing failed: 4-bit matmuls dequantize the weight and multiply in PyTorch, slower, as a CPU run expects.
-A filter on that one logger drops the record and prints CPU_KERNEL_NOTE instead, once per process, on stdout (plain
-text in a notebook). The command line sends it to stderr, since its stdout carries tables and JSON.
+Anything not in the table passes unchanged. `install()` puts one filter on each listed logger and one warnings
+filter per silenced warning; labkit.engine calls it when imported, before any engine module imports bitsandbytes
+(peft imports it too, so `from peft import LoraConfig` in a lesson is covered once a labkit.engine module has been
+imported). tests/engine/test_notices.py forces the messages that this machine would not print by itself (the
+AVX-512 BF16 path of bitsandbytes, offline and online) and shows each control: the raw line without the kit.
 
-Installed when labkit.engine is imported, before anything in the kit imports bitsandbytes (peft imports it too,
-so `from peft import LoraConfig` in a lesson is covered once a labkit.engine module has been imported).
-Nothing else is filtered: other bitsandbytes messages, and all of stderr, pass as before.
+How the list was made: the kit's CPU and offline paths (runs in fp32, bf16 and fp16, with and without checkpointing
+and 4-bit, the paged and plain optimizers, the Trainer path, calibrate, a hub preset offline) were run with every
+log record and warning captured, at both ends of pyproject.toml's ranges; `make test-newest` repeats that against
+tomorrow's releases.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
+import warnings
+from dataclasses import dataclass
 
-BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
-BNB_CPU_KERNEL_MESSAGE = "Failed to load CPU gemm_4bit_forward"
 CPU_KERNEL_NOTE = ("note: 4-bit matmul runs the slower CPU path, dequantize then a plain PyTorch matmul "
-                   "(bitsandbytes' optional fused CPU kernel is not installed); this is expected on CPU")
+                   "(bitsandbytes' optional fused CPU kernel, fetched from the Hugging Face Hub by the `kernels` "
+                   "package, is not available here); this is expected on a CPU")
 
-_stream_name = "stdout"     # "stdout" or "stderr": looked up when the note is shown, so capture and redirects work
+
+@dataclass(frozen=True)
+class Notice:
+    kind: str        # "log": a logger's record; "warning": a warnings.warn
+    source: str      # the logger's name, or the library that warns (for the reader: warnings match by message)
+    message: str     # a regular expression matched at the start of the message
+    decision: str    # "silence" | "note" | "pass"
+    why: str
+    note: str | None = None
+
+    def matches(self, text: str) -> bool:
+        return re.match(self.message, text) is not None
+
+
+NOTICES = (
+    Notice("log", "bitsandbytes.backends.cpu.ops", r"Failed to load CPU gemm_4bit_forward", "note",
+           "on a CPU with AVX-512 BF16, bitsandbytes tries a fused 4-bit kernel from the hub; without `kernels`, "
+           "offline or unreachable, it falls back to dequantize + matmul, as a CPU run expects",
+           CPU_KERNEL_NOTE),
+    Notice("log", "kernels._internals.hf_hub", r"Skipping publisher trust check for .* offline mode", "silence",
+           "only says the hub is offline; the kernel then fails to load and the note above says what it means"),
+    Notice("warning", "bitsandbytes", r"Paged optimizers are not supported on CPU", "silence",
+           "the record says it: label paging-off-on-cpu"),
+    Notice("warning", "bitsandbytes", r".*compiled without GPU support", "silence",
+           "a CPU build on a CPU machine; `labkit doctor` says what this runtime can run"),
+    Notice("warning", "transformers", r"`gradient_checkpointing_enable` is deprecated", "silence",
+           "the kit's own call, kept for transformers releases that lack the new name"),
+    Notice("warning", "transformers", r"`is_gradient_checkpointing` is deprecated", "silence",
+           "the kit's own read, kept for transformers releases that lack the new name"),
+    Notice("warning", "torch", r"torch.utils.checkpoint: the use_reentrant parameter", "silence",
+           "the kit passes use_reentrant=False itself; the warning is about callers that do not"),
+    Notice("warning", "jupyter_core", r"Jupyter is migrating its paths", "silence",
+           "about Jupyter's own configuration folders, nothing in a lesson"),
+    Notice("log", "kernels", r"", "pass",
+           "anything else `kernels` says (a kernel that fails to load online, a bad cache) may need the learner"),
+)
+
+_stream_name = "stdout"     # "stdout" or "stderr": looked up when a note is shown, so capture and redirects work
 
 
 def send_notes_to(stream_name: str) -> None:
@@ -47,25 +93,42 @@ def notes_to(stream_name: str):
         send_notes_to(before)
 
 
-class _CpuKernelNotice(logging.Filter):
-    """Drops bitsandbytes' missing-kernel record; the first one dropped in this process prints CPU_KERNEL_NOTE."""
+def decide(kind: str, source: str, text: str) -> Notice | None:
+    """The table's entry for a message, or None (not listed: it passes)."""
+    for notice in NOTICES:
+        if notice.kind == kind and (kind == "warning" or notice.source == source) and notice.matches(text):
+            return notice
+    return None
 
-    def __init__(self):
-        super().__init__()
-        self.shown = False
+
+class _Decided(logging.Filter):
+    """On one logger: drops what NOTICES silences or notes; a note is said the first time, once per process."""
+
+    said: set = set()        # the notes said in this process, shared by every logger's filter
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.getMessage().startswith(BNB_CPU_KERNEL_MESSAGE):
-            return True                          # any other message from that logger passes unchanged
-        if not self.shown:
-            self.shown = True
-            print(CPU_KERNEL_NOTE, file=getattr(sys, _stream_name), flush=True)
+        notice = decide("log", record.name, record.getMessage())
+        if notice is None or notice.decision == "pass":
+            return True
+        if notice.decision == "note" and notice.note not in self.said:
+            self.said.add(notice.note)
+            print(notice.note, file=getattr(sys, _stream_name), flush=True)
         return False
 
 
+def silence_warnings() -> None:
+    """A warnings filter for each warning the table silences. Python keeps one copy of a filter however often it
+    is added; inside `warnings.catch_warnings()` the filters last until the block ends."""
+    for notice in NOTICES:
+        if notice.kind == "warning" and notice.decision == "silence":
+            warnings.filterwarnings("ignore", message=notice.message)
+
+
 def install() -> None:
-    """Put the filter on bitsandbytes' CPU logger (once; calling again changes nothing). The logger object is the
-    one bitsandbytes gets from logging.getLogger later, so the filter is in place before its import runs."""
-    logger = logging.getLogger(BNB_CPU_LOGGER)
-    if not any(isinstance(f, _CpuKernelNotice) for f in logger.filters):
-        logger.addFilter(_CpuKernelNotice())
+    """A filter on each logger the table names (once; calling again changes nothing), and the warnings filters.
+    getLogger returns the object the library gets later, so this works before the library is imported."""
+    for name in {n.source for n in NOTICES if n.kind == "log" and n.decision != "pass"}:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _Decided) for f in logger.filters):
+            logger.addFilter(_Decided())
+    silence_warnings()

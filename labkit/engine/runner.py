@@ -37,7 +37,7 @@ import warnings
 
 import torch
 
-from labkit.engine import data, measure, op_count, rank_context
+from labkit.engine import data, measure, notices, op_count, rank_context
 from labkit.config import RunConfig
 from labkit.engine.device import budget_labels, run_setup
 from labkit.engine.models import TORCH_DTYPES, load_model, tokenizer_for
@@ -217,9 +217,9 @@ def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | N
     scope = types.SimpleNamespace()          # everything the run allocates hangs here, so one line drops it all
     try:
         with warnings.catch_warnings():
-            # bitsandbytes warns once per process that paging is off on a CPU; the record says so instead (label
-            # "paging-off-on-cpu"), so scripts, the command line and the processes of a data-parallel run stay calm
-            warnings.filterwarnings("ignore", message=".*Paged optimizers are not supported on CPU.*")
+            # e.g. bitsandbytes warns once per process that paging is off on a CPU; the record says so instead
+            # (label "paging-off-on-cpu"), so scripts, the command line and data-parallel ranks stay calm
+            notices.silence_warnings()
             _steps(cfg, steps, warmup, device, dev, precision, weights, progress, on_step, result, scope, ranks,
                    adapters_path)
         if adapters_path is not None and ranks.rank == 0 and result["status"] == "ok":

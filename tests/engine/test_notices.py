@@ -1,9 +1,10 @@
-"""bitsandbytes' missing-CPU-kernel notice: captured at its logger, shown once as one calm line on stdout.
+"""Library messages on the kit's CPU and offline paths: each decided once, in notices.NOTICES.
 
-bitsandbytes logs "Failed to load CPU gemm_4bit_forward …" when it is imported on a CPU with AVX-512 BF16 and the
-optional `kernels` package is absent. To see it on any CPU, the child processes here make bitsandbytes take that
-branch (its has_avx512bf16 answers True while its CPU backend is imported); everything after that is bitsandbytes'
-own code, logging through its own logger.
+bitsandbytes, imported on a CPU with AVX-512 BF16, tries to fetch a fused 4-bit kernel from the hub through the
+`kernels` package. Offline, `kernels` logs "Skipping publisher trust check … offline mode" and then fails; without
+`kernels`, the import fails; either way bitsandbytes logs "Failed to load CPU gemm_4bit_forward …". To see that on
+any CPU, the child processes here make bitsandbytes take that branch (its has_avx512bf16 answers True while its CPU
+backend is imported); everything after that is the libraries' own code, logging through their own loggers.
 """
 import importlib.util
 import logging
@@ -38,36 +39,63 @@ FORCE_AVX512_BF16 = textwrap.dedent("""
     sys.meta_path.insert(0, ForceAvx512Bf16())
 """)
 
-needs_the_notice = pytest.mark.skipif(importlib.util.find_spec("kernels") is not None,
-                                      reason="`kernels` is installed, so bitsandbytes has nothing to complain about")
+HAS_KERNELS = importlib.util.find_spec("kernels") is not None
+KERNEL_NOTICE = "Failed to load CPU gemm_4bit_forward"
+TRUST_NOTICE = "Skipping publisher trust check"
 
 
 def child(body: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    """A fresh interpreter offline (as CI and the tests run), on bitsandbytes' AVX-512 BF16 path."""
+    env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-c", FORCE_AVX512_BF16 + textwrap.dedent(body)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
-def record(message: str) -> logging.LogRecord:
-    return logging.LogRecord(notices.BNB_CPU_LOGGER, logging.WARNING, "ops.py", 253, message, (), None)
+def record(name: str, message: str) -> logging.LogRecord:
+    return logging.LogRecord(name, logging.WARNING, "ops.py", 253, message, (), None)
 
 
-def test_the_filter_drops_only_the_kernel_notice_and_speaks_once(capsys):
+def kernel_note_filter(name="bitsandbytes.backends.cpu.ops"):
+    return next(f for f in logging.getLogger(name).filters if isinstance(f, notices._Decided))
+
+
+def test_the_table_decides_each_listed_message_and_passes_the_rest(capsys, monkeypatch):
     notices.send_notes_to("stdout")                    # the default; a command-line test may have run main before
-    kernel_notice = notices._CpuKernelNotice()
-    message = notices.BNB_CPU_KERNEL_MESSAGE + " from kernels-community: No module named 'kernels'."
-    assert kernel_notice.filter(record(message)) is False
-    assert kernel_notice.filter(record(message)) is False
-    assert kernel_notice.filter(record("something else bitsandbytes wants to say")) is True
+    monkeypatch.setattr(notices._Decided, "said", set())
+    bnb = "bitsandbytes.backends.cpu.ops"
+    noted = notices._Decided()
+    message = KERNEL_NOTICE + " from kernels-community: No module named 'kernels'."
+    assert noted.filter(record(bnb, message)) is False
+    assert noted.filter(record(bnb, message)) is False
+    assert noted.filter(record(bnb, "something else bitsandbytes wants to say")) is True
+    trust = "Skipping publisher trust check for 'kernels-community/x' because Hugging Face Hub is in offline mode."
+    assert noted.filter(record("kernels._internals.hf_hub", trust)) is False
+    assert noted.filter(record("kernels._internals.hf_hub", "Kernel 'x' has no build for this torch")) is True
+    assert noted.filter(record("somebody.else", message)) is True     # a logger decides only its own messages
     out, err = capsys.readouterr()
     assert out == notices.CPU_KERNEL_NOTE + "\n" and err == ""
+    for n in notices.NOTICES:                          # every entry is whole: a decision, a reason, a note if noted
+        assert n.kind in ("log", "warning") and n.decision in ("silence", "note", "pass") and n.why
+        assert (n.note is not None) == (n.decision == "note")
+
+
+def test_silenced_warnings_are_silent_and_others_show():
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        notices.silence_warnings()
+        warnings.warn("Paged optimizers are not supported on CPU. Falling back to non-paged optimizer behavior.")
+        warnings.warn("The installed version of bitsandbytes was compiled without GPU support. 8-bit optimizers …")
+        warnings.warn("something the learner must read")
+    assert [str(w.message) for w in caught] == ["something the learner must read"]
 
 
 def test_install_is_idempotent():
     notices.install()
     notices.install()
-    logger = logging.getLogger(notices.BNB_CPU_LOGGER)
-    assert sum(isinstance(f, notices._CpuKernelNotice) for f in logger.filters) == 1
+    for name in ("bitsandbytes.backends.cpu.ops", "kernels._internals.hf_hub"):
+        logger = logging.getLogger(name)
+        assert sum(isinstance(f, notices._Decided) for f in logger.filters) == 1
     with pytest.raises(ValueError, match="stdout"):
         notices.send_notes_to("nowhere")
 
@@ -86,39 +114,46 @@ def test_the_command_line_sends_notes_to_stderr_only_while_it_runs(capsys):
     assert seen == ["stderr"] and notices._stream_name == "stdout"
 
 
-@needs_the_notice
-def test_without_labkit_bitsandbytes_prints_the_red_line():
-    """The control: the children below do reproduce the notice a learner saw."""
+def test_without_labkit_the_libraries_print_red_lines():
+    """The control: the children below do reproduce what a learner saw (with `kernels` installed, its offline
+    notice too)."""
     p = child("import bitsandbytes")
     assert p.returncode == 0, p.stderr[-2000:]
-    assert "Failed to load CPU gemm_4bit_forward" in p.stderr
+    assert KERNEL_NOTICE in p.stderr
+    assert (TRUST_NOTICE in p.stderr) == HAS_KERNELS
 
 
-@needs_the_notice
 @pytest.mark.parametrize("body, stream", [
     # lesson 05: a labkit module first, then peft (which imports bitsandbytes) in the learner's own cell
     ("import labkit.engine.hardware\nfrom peft import LoraConfig\nimport bitsandbytes", "stdout"),
     # the command line: stdout carries tables and JSON, so while its main runs (as below) the note goes to stderr
     ("import labkit.cli\nwith labkit.cli.notices.notes_to('stderr'):\n    import bitsandbytes", "stderr"),
 ])
-def test_the_notice_becomes_one_calm_line(body, stream):
+def test_the_notices_become_one_calm_line(body, stream):
     p = child(body)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert "Failed to load" not in p.stderr
+    assert KERNEL_NOTICE not in p.stderr and TRUST_NOTICE not in p.stderr
     assert getattr(p, stream).count(notices.CPU_KERNEL_NOTE) == 1
-    assert notices.CPU_KERNEL_NOTE not in getattr(p, "stderr" if stream == "stdout" else "stdout")
+    if stream == "stdout":
+        assert p.stderr == ""
+    else:
+        assert notices.CPU_KERNEL_NOTE not in p.stdout
 
 
-@needs_the_notice
-def test_two_real_4bit_cpu_runs_show_the_note_once():
+def test_real_4bit_cpu_runs_print_nothing_on_stderr():
+    """The class, not the instance: two 4-bit runs with the paged optimizer, one in bf16, and the Trainer path,
+    offline on bitsandbytes' kernel path, print the note once and not one line on stderr."""
     p = child("""
         import labkit
-        for _ in range(2):
-            rec = labkit.run(labkit.RunConfig(seq_len=32, micro_batch=1, grad_accum=1), steps=1, warmup=0,
-                             progress=False)
+        from labkit.engine.trainer import train_with_trainer
+        for precision in ("fp32", "bf16"):
+            rec = labkit.run(labkit.RunConfig(seq_len=32, micro_batch=1, grad_accum=1, precision=precision),
+                             steps=1, warmup=0, progress=False)
             assert rec["status"] == "ok" and rec["config"]["quant"] == "nf4", rec["error"]
+        train_with_trainer(labkit.RunConfig(seq_len=32, micro_batch=1, grad_accum=1), steps=1, warmup=0,
+                           device="cpu")
         print("done")
     """)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert "Failed to load" not in p.stderr
+    assert p.stderr == ""
     assert p.stdout.count(notices.CPU_KERNEL_NOTE) == 1 and p.stdout.endswith("done\n")
