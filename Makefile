@@ -9,15 +9,24 @@ BIN        := $(VENV)/bin
 PY         := $(BIN)/python
 # torch goes in first, alone, so that resolving the kit's other requirements never picks a torch build for you.
 # TORCH_SPEC is the torch the tests run at, at both ends (`make test`, `make test-lowest`): CI and laptops use its
-# CPU wheel (macOS and Windows get one from PyPI; on Linux add TORCH_INDEX=https://download.pytorch.org/whl/cpu,
-# or PyPI's default CUDA build of several GB comes instead). With a CUDA GPU, keep the torch you have:
-# `make install TORCH_SPEC='torch>=2.4'`. On Colab none of this runs: the notebooks' setup cell leaves Colab's own
+# CPU wheel (macOS and Windows get one from PyPI; Linux without a GPU from PyTorch's CPU index, chosen below). A
+# CUDA torch already in the venv is kept. On Colab none of this runs: the notebooks' setup cell leaves Colab's own
 # CUDA torch untouched and installs the rest at the versions constraints/colab.txt pins.
 TORCH_SPEC  ?= torch==2.13.0
+# Jupyter refuses to start as root without --allow-root; containers and many cloud machines run as root.
+USER_ID     ?= $(shell id -u)
 TORCH_INDEX ?=
 PIP_ARGS    := --disable-pip-version-check --no-input install $(if $(CI),--progress-bar off,)
 PIP_INSTALL := $(PY) -m pip $(PIP_ARGS)
-TORCH_FROM  := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
+# Which torch build goes in is decided for this machine by tools/torch_install.py: a CUDA torch already in the venv
+# stays; TORCH_INDEX, when given, is used as asked; on Linux without an NVIDIA GPU, PyTorch's CPU index comes first.
+# $(call install_torch,VENV_PYTHON,EXTRA_PIP_ARGS)
+install_torch = args=$$($(PYTHON) tools/torch_install.py $(1) "$(TORCH_SPEC)" "$(TORCH_INDEX)") && rc=0 || rc=$$?; \
+	if [ $$rc = 0 ]; then $(1) -m pip $(PIP_ARGS) $$args $(2); elif [ $$rc != 3 ]; then exit $$rc; fi
+# The newest end is installed from a lock (every package at an exact version, `make lock` writes it), so what passed
+# yesterday passes today: a release upstream changes nothing until the lock is refreshed on purpose.
+LOCK       := constraints/newest.txt
+LOCKED     := $(if $(wildcard $(LOCK)),-c $(LOCK),)
 STAMP      := $(VENV)/.installed-test
 LAB_STAMP  := $(VENV)/.installed-dev
 BROWSER_STAMP := $(VENV)/.installed-browser
@@ -29,13 +38,15 @@ VENV_LOWEST ?= .venv-lowest
 LOW_PY     := $(VENV_LOWEST)/bin/python
 LOW_STAMP  := $(VENV_LOWEST)/.installed-lowest
 UV_SPEC    ?= uv>=0.5
+VENV_NEWEST ?= .venv-newest
+NEW_PY     := $(VENV_NEWEST)/bin/python
 
 NB_DIRS    := $(wildcard notebooks solutions exercises)
 SANITIZE   := $(wildcard tests/nbval_sanitize.cfg)
 NBVAL_ARGS := $(if $(NB_DIRS),--nbval-lax --nbval-current-env $(if $(SANITIZE),--nbval-sanitize-with $(SANITIZE),),)
 DEMO_ARGS  ?= sweep --out runs/demo.jsonl --plot runs/demo.png
 
-.PHONY: help install lab test test-browser test-lowest test-timing demo clean distclean
+.PHONY: help install lab lock test test-browser test-lowest test-newest test-timing demo clean distclean
 
 help:
 	@echo "make lab        install (first time only) and open the lessons in JupyterLab"
@@ -43,6 +54,8 @@ help:
 	@echo "make test-browser  the lab in headless Chromium only (JupyterLab, Notebook 7); screenshots in runs/browser/"
 	@echo "make test-timing  the time theory against step times measured here (wants a quiet machine)"
 	@echo "make test-lowest  the unit tests at the lowest versions pyproject.toml admits (own venv: $(VENV_LOWEST))"
+	@echo "make test-newest  everything at today's newest releases, unlocked (own venv: $(VENV_NEWEST)); not in CI"
+	@echo "make lock       write $(LOCK) anew: the newest versions pyproject.toml admits, with Colab's pins"
 	@echo "make demo       headless sweep on the tiny model: runs/demo.jsonl and runs/demo.png"
 	@echo "make install    create $(VENV) and install the kit with its test tools"
 	@echo "make clean      remove caches and build files (distclean also removes $(VENV))"
@@ -50,11 +63,29 @@ help:
 install: $(STAMP)
 
 # Reruns are instant: the stamp is newer than pyproject.toml until the dependencies change.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(wildcard $(LOCK))
 	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
-	$(PIP_INSTALL) $(TORCH_FROM) "$(TORCH_SPEC)"
-	$(PIP_INSTALL) -e ".[test]"
+	@$(call install_torch,$(PY),$(LOCKED))
+	$(PIP_INSTALL) -e ".[test]" $(LOCKED)
 	@touch $@
+
+# The lock: uv resolves pyproject.toml with every extra for CI's Python, at the newest versions the ranges admit,
+# held to constraints/colab.txt where it pins (so CI tests what a Colab learner installs), with torch at the one
+# TORCH_SPEC names. Torch and its CUDA-only companions are left out of the file: a CUDA machine keeps the torch
+# it has. Refresh it on purpose (after `make test-newest` passes), and commit it with what it changed.
+LOCK_PYTHON ?= 3.11
+lock:
+	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip $(PIP_ARGS) "$(UV_SPEC)"
+	echo "$(TORCH_SPEC)" > $(VENV)/torch-lock-override.txt
+	$(BIN)/uv pip compile pyproject.toml --extra test --extra browser --extra dev --python-version $(LOCK_PYTHON) \
+	  -c constraints/colab.txt --override $(VENV)/torch-lock-override.txt --no-header --no-annotate --quiet \
+	  -o $(LOCK).uv
+	{ echo "# The newest end, locked: \`make test\` and CI install every package at exactly these versions (pip -c)."; \
+	  echo "# Written by \`make lock\` on $$(date -u +%Y-%m-%d) for Python $(LOCK_PYTHON): pyproject.toml's newest, with"; \
+	  echo "# constraints/colab.txt's pins; torch comes from TORCH_SPEC and is not listed. Do not edit by hand."; \
+	  grep -v -E '^(torch|triton|nvidia-|cuda-)' $(LOCK).uv; } > $(LOCK)
+	rm $(LOCK).uv
 
 # The low end of pyproject.toml's ranges, in a venv of its own: uv's lowest-direct resolution installs every direct
 # dependency at the lowest version its range admits (transitive ones at their newest), with torch held at the one
@@ -63,7 +94,7 @@ $(STAMP): pyproject.toml
 $(LOW_STAMP): pyproject.toml
 	rm -rf $(VENV_LOWEST)
 	$(PYTHON) -m venv $(VENV_LOWEST)
-	$(LOW_PY) -m pip $(PIP_ARGS) $(TORCH_FROM) "$(TORCH_SPEC)"
+	@$(call install_torch,$(LOW_PY),)
 	$(LOW_PY) -m pip $(PIP_ARGS) "$(UV_SPEC)"
 	$(LOW_PY) -c 'from importlib.metadata import version; print("torch==" + version("torch").split("+")[0])' \
 		> $(VENV_LOWEST)/torch-override.txt
@@ -72,15 +103,16 @@ $(LOW_STAMP): pyproject.toml
 	@touch $@
 
 $(LAB_STAMP): $(STAMP)
-	$(PIP_INSTALL) -e ".[dev]"
+	$(PIP_INSTALL) -e ".[dev]" $(LOCKED)
 	@touch $@
 
 $(BROWSER_STAMP): $(STAMP)
-	$(PIP_INSTALL) -e ".[browser]"
+	$(PIP_INSTALL) -e ".[browser]" $(LOCKED)
 	@touch $@
 
 lab: $(LAB_STAMP)
-	$(BIN)/jupyter lab $(if $(CI),--no-browser,) $(if $(wildcard notebooks),notebooks/,.)
+	$(BIN)/jupyter lab $(if $(CI),--no-browser,) $(if $(filter 0,$(USER_ID)),--allow-root,) \
+		$(if $(wildcard notebooks),notebooks/,.)
 
 test: $(STAMP) $(if $(HAVE_CHROMIUM),$(BROWSER_STAMP),)
 	$(PY) -m pytest tests $(NB_DIRS) $(NBVAL_ARGS) -m "not timing"
@@ -92,6 +124,15 @@ test-timing: $(STAMP)
 
 test-browser: $(BROWSER_STAMP)
 	$(PY) -m pytest tests/browser -m browser
+
+# Tomorrow's break, today: everything at the newest releases the ranges admit, no lock, in a venv made anew. When it
+# passes, `make lock` takes those versions; when it fails, the lock keeps CI and learners where they were.
+test-newest:
+	rm -rf $(VENV_NEWEST)
+	$(PYTHON) -m venv $(VENV_NEWEST)
+	@$(call install_torch,$(NEW_PY),)
+	$(NEW_PY) -m pip $(PIP_ARGS) --upgrade -e ".[browser]"
+	$(NEW_PY) -m pytest tests $(NB_DIRS) $(NBVAL_ARGS) -m "not timing"
 
 test-lowest: $(LOW_STAMP)
 	$(LOW_PY) -m pytest tests --ignore=tests/browser -m "not timing"
@@ -106,4 +147,4 @@ clean:
 	find . -path ./$(VENV) -prune -o -type d -name .ipynb_checkpoints -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) $(VENV_LOWEST) runs
+	rm -rf $(VENV) $(VENV_LOWEST) $(VENV_NEWEST) runs

@@ -3,6 +3,8 @@
 - pyproject.toml gives every dependency a lower bound, so `make test-lowest` (uv's lowest-direct resolution)
   tests versions someone could really get, and `torch` stays a range;
 - constraints/colab.txt pins exact versions, never torch, and every pin lies inside pyproject.toml's ranges;
+- constraints/newest.txt (the lock `make test` and CI install from) pins every requirement but torch, exactly,
+  inside pyproject.toml's ranges, at Colab's versions where colab.txt pins the same package;
 - every notebook's Colab setup cell installs labkit at the release tag v<labkit.__version__> with that constraints
   file read at the same tag, with its dependencies resolved (no --no-deps) and no torch;
 - README shows that same command; `.ci/run` runs both ends; environment.yml names no range of its own.
@@ -29,6 +31,7 @@ except ModuleNotFoundError:                      # Python 3.10
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSTRAINTS = ROOT / "constraints" / "colab.txt"
+LOCK = ROOT / "constraints" / "newest.txt"
 TAG = f"v{labkit.__version__}"
 OWNER_REPO = REPO_URL.removeprefix("https://github.com/")
 CONSTRAINTS_URL = f"https://raw.githubusercontent.com/{OWNER_REPO}/{TAG}/constraints/colab.txt"
@@ -52,10 +55,10 @@ def requirements() -> list[Requirement]:
     return [Requirement(r) for r in listed]
 
 
-def pins() -> dict[str, Version]:
-    """constraints/colab.txt as {canonical name: pinned version}; every line that is not a comment is `name==X`."""
+def pins(path: Path = CONSTRAINTS) -> dict[str, Version]:
+    """A constraints file as {canonical name: pinned version}; every line that is not a comment is `name==X`."""
     found: dict[str, Version] = {}
-    for number, line in enumerate(CONSTRAINTS.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
@@ -95,6 +98,25 @@ def test_constraints_lie_inside_pyprojects_ranges():
     outside = [f"{r.name}=={pinned[canonicalize_name(r.name)]} vs {r}" for r in named
                if not r.specifier.contains(pinned[canonicalize_name(r.name)], prereleases=True)]
     assert not outside, f"constraints/colab.txt pins versions pyproject.toml refuses: {outside}"
+
+
+def test_the_lock_pins_every_requirement_inside_its_range_and_agrees_with_colab():
+    locked, colab = pins(LOCK), pins()
+    assert not [n for n in locked if TORCH_FAMILY.match(n)], "the lock must leave torch to TORCH_SPEC"
+    needed = {canonicalize_name(r.name) for r in requirements()} - {"torch"}
+    assert not needed - set(locked), f"the lock misses {sorted(needed - set(locked))}: run `make lock`"
+    outside = [f"{r.name}=={locked[canonicalize_name(r.name)]} vs {r}" for r in requirements()
+               if r.name != "torch" and not r.specifier.contains(locked[canonicalize_name(r.name)], prereleases=True)]
+    assert not outside, f"constraints/newest.txt pins versions pyproject.toml refuses: {outside}"
+    differ = {n: (str(locked[n]), str(v)) for n, v in colab.items() if n in locked and locked[n] != v}
+    assert not differ, f"the lock and constraints/colab.txt disagree (lock, colab): {differ}"
+
+
+def test_make_test_installs_from_the_lock():
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "LOCK       := constraints/newest.txt" in makefile
+    installs = re.findall(r"^\t\$\(PIP_INSTALL\) .*$", makefile, re.M)
+    assert installs and all(line.endswith("$(LOCKED)") for line in installs), installs
 
 
 def _pip_commands_of(path: Path, monkeypatch) -> list[list[str]]:
@@ -137,3 +159,38 @@ def test_environment_yml_takes_its_ranges_from_pyproject():
     assert "-e .[dev]" in text
     ranges = re.findall(r"^\s*-\s+([A-Za-z][\w.-]*\s*[<>=!~].*)$", text, re.M)
     assert [Requirement(r).name for r in ranges if not r.startswith("python")] == ["torch"]
+
+
+@pytest.mark.parametrize("user_id, allowed", [("0", True), ("1000", False)])
+def test_make_lab_starts_as_root_too(user_id, allowed):
+    """Jupyter stops as root unless told --allow-root; `make lab` tells it exactly when the user is root."""
+    dry = subprocess.run(["make", "-n", "lab", f"USER_ID={user_id}", "CI=true"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    (line,) = [line for line in dry.stdout.splitlines() if "jupyter lab" in line]
+    assert ("--allow-root" in line) == allowed, line
+
+
+def test_torch_build_chosen_for_the_machine(monkeypatch):
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import torch_install as ti
+    finally:
+        sys.path.pop(0)
+    spec = "torch==2.13.0"
+    monkeypatch.setattr(ti, "venv_has_cuda_torch", lambda python: True)
+    assert ti.choose("py", spec, None)[0] == []                          # a CUDA torch stays
+    monkeypatch.setattr(ti, "venv_has_cuda_torch", lambda python: False)
+    assert ti.choose("py", spec, "https://example.org/idx")[0] == ["--index-url", "https://example.org/idx", spec]
+    monkeypatch.setattr(ti.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(ti, "has_nvidia_gpu", lambda: False)
+    monkeypatch.setattr(ti, "answers", lambda url, timeout=5.0: True)
+    assert ti.choose("py", spec, None)[0] == ["--extra-index-url", ti.CPU_INDEX, spec]
+    monkeypatch.setattr(ti, "answers", lambda url, timeout=5.0: False)
+    args, line = ti.choose("py", spec, None)
+    assert args == [spec] and "does not answer" in line
+    monkeypatch.setattr(ti, "has_nvidia_gpu", lambda: True)
+    assert ti.choose("py", spec, None) == ([spec], None)
+    monkeypatch.setattr(ti.platform, "system", lambda: "Darwin")
+    monkeypatch.setattr(ti, "has_nvidia_gpu", lambda: False)
+    assert ti.choose("py", spec, None) == ([spec], None)
