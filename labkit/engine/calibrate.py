@@ -317,20 +317,17 @@ def optimizer_probe(device: str, precision: str, repeats: int = 7) -> dict:
     switches to its 8-bit blockwise update, as a 16-rank adapter of a 256-wide layer has."""
     from labkit.engine.op_count import OpCounter
     from labkit.engine.runner import make_optimizer
+    from labkit.engine.runner import optimizer_step as runner_step
 
     dev = torch.device(device)
     params = [torch.nn.Parameter(torch.randn(16, 256, device=dev) * 0.01) for _ in range(32)]
     optimizer = make_optimizer(torch.nn.ParameterList(params), RunConfig(model="tiny"))
     scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" else None
+    if scaler is not None:       # the scale is made by the first scale(); the runner's backward does that, and the
+        scaler.scale(torch.ones((), device=dev))   # probe sets its gradients by hand, so it scales a loss once here
 
     def optimizer_step():                         # what the runner does once per optimizer step
-        if scaler:
-            scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        (scaler.step(optimizer) if scaler else optimizer.step())
-        if scaler:
-            scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        runner_step(optimizer, params, scaler)
 
     def timed_step():
         for p in params:

@@ -116,6 +116,29 @@ def make_optimizer(model, cfg: RunConfig):
     return bnb.optim.PagedAdamW8bit(params, lr=cfg.learning_rate, weight_decay=0.0)
 
 
+def optimizer_step(optimizer, params, scaler=None, scheduler=None, before_clip=None):
+    """What ends each optimizer step, as Trainer does it: unscale the gradients (fp16's GradScaler), clip their norm
+    to 1.0 (Trainer's max_grad_norm), step (the scaler skips a step whose gradients hold inf/nan), update the scale,
+    advance the schedule only when the optimizer stepped (as Trainer does), zero the gradients.
+    `before_clip()`, when given, runs between unscaling and clipping; its answer is returned."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    seen = before_clip() if before_clip is not None else None
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    if scaler is not None:
+        scale = scaler.get_scale()
+        scaler.step(optimizer)
+        scaler.update()
+        stepped = scaler.get_scale() >= scale          # a skipped step lowers the scale
+    else:
+        optimizer.step()
+        stepped = True
+    if scheduler is not None and stepped:              # else torch warns: scheduler.step() before optimizer.step()
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return seen
+
+
 def make_scheduler(optimizer, steps: int):
     """Linear warm-up over 3% of the optimizer steps (at least one), then linear decay: advances once per
     optimizer step, never per micro-batch."""
@@ -305,18 +328,15 @@ def _steps(cfg: RunConfig, steps: int, warmup: int, device: str, dev: dict, prec
                     m["aten_ops"] = {**ops.summary(), "micro_batch": micro, "accumulating": micro > 0,
                                      "saved_tensor_hooks": first}
                 step_loss += loss
-            if scaler:
-                scaler.unscale_(optimizer)
-            if step == 0 and adapters_path:                          # all-reduced, before clipping
-                scope.first_grads = _adapters(model, "grad")
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)         # as Trainer's max_grad_norm=1.0
+            before_clip = None
             if step == 0:
-                grads = measure.resident_bytes(model)["gradients"]
-            (scaler.step(optimizer) if scaler else optimizer.step())
-            if scaler:
-                scaler.update()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+                def before_clip():                                   # all-reduced, unscaled, not yet clipped
+                    if adapters_path:
+                        scope.first_grads = _adapters(model, "grad")
+                    return measure.resident_bytes(model)["gradients"]
+            seen = optimizer_step(optimizer, trainable, scaler, scheduler, before_clip)
+            if step == 0:
+                grads = seen
         losses.append(ranks.total(step_loss))                     # Σ over ranks: the effective batch's loss
         syncs.append(ranks.take_sync_seconds())
         peaks.append(measure.cuda_peaks(device))                  # this step's peaks (reset per step)
