@@ -45,6 +45,10 @@ NB_DIRS    := $(wildcard notebooks solutions exercises)
 SANITIZE   := $(wildcard tests/nbval_sanitize.cfg)
 NBVAL_ARGS := $(if $(NB_DIRS),--nbval-lax --nbval-current-env $(if $(SANITIZE),--nbval-sanitize-with $(SANITIZE),),)
 DEMO_ARGS  ?= sweep --out runs/demo.jsonl --plot runs/demo.png
+# One pytest-xdist worker per core; a test file (a notebook is one) stays on one worker, in order. Lessons first:
+# the longest files start early, so no worker is left with a long one at the end.
+TEST_WORKERS ?= auto
+PARALLEL   := -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: help install lab lock test test-browser test-lowest test-newest test-timing demo clean distclean
 
@@ -115,7 +119,7 @@ lab: $(LAB_STAMP)
 		$(if $(wildcard notebooks),notebooks/,.)
 
 test: $(STAMP) $(if $(HAVE_CHROMIUM),$(BROWSER_STAMP),)
-	$(PY) -m pytest tests $(NB_DIRS) $(NBVAL_ARGS) -m "not timing"
+	$(PY) -m pytest $(NB_DIRS) tests $(NBVAL_ARGS) -m "not timing" $(PARALLEL)
 
 # The time theory against step times measured on this machine: needs a quiet machine (a loaded one stretches the
 # small ops more than the big ones), so it is not part of `make test`.
@@ -132,10 +136,10 @@ test-newest:
 	$(PYTHON) -m venv $(VENV_NEWEST)
 	@$(call install_torch,$(NEW_PY),)
 	$(NEW_PY) -m pip $(PIP_ARGS) --upgrade -e ".[browser]"
-	$(NEW_PY) -m pytest tests $(NB_DIRS) $(NBVAL_ARGS) -m "not timing"
+	$(NEW_PY) -m pytest $(NB_DIRS) tests $(NBVAL_ARGS) -m "not timing" $(PARALLEL)
 
 test-lowest: $(LOW_STAMP)
-	$(LOW_PY) -m pytest tests --ignore=tests/browser -m "not timing"
+	$(LOW_PY) -m pytest tests --ignore=tests/browser -m "not timing" $(PARALLEL)
 
 demo: $(STAMP)
 	@mkdir -p runs
