@@ -59,7 +59,7 @@ help:
 	@echo "make test-timing  the time theory against step times measured here (wants a quiet machine)"
 	@echo "make test-lowest  the unit tests at the lowest versions pyproject.toml admits (own venv: $(VENV_LOWEST))"
 	@echo "make test-newest  everything at today's newest releases, unlocked (own venv: $(VENV_NEWEST)); not in CI"
-	@echo "make lock       write $(LOCK) anew: the newest versions pyproject.toml admits, with Colab's pins"
+	@echo "make lock       write $(LOCK) anew: the newest versions pyproject.toml admits"
 	@echo "make demo       headless sweep on the tiny model: runs/demo.jsonl and runs/demo.png"
 	@echo "make install    create $(VENV) and install the kit with its test tools"
 	@echo "make clean      remove caches and build files (distclean also removes $(VENV))"
@@ -74,20 +74,20 @@ $(STAMP): pyproject.toml $(wildcard $(LOCK))
 	@touch $@
 
 # The lock: uv resolves pyproject.toml with every extra for CI's Python, at the newest versions the ranges admit,
-# held to constraints/colab.txt where it pins (so CI tests what a Colab learner installs), with torch at the one
-# TORCH_SPEC names. Torch and its CUDA-only companions are left out of the file: a CUDA machine keeps the torch
-# it has. Refresh it on purpose (after `make test-newest` passes), and commit it with what it changed.
+# with torch at the one TORCH_SPEC names. Torch and its CUDA-only companions are left out of the file: a CUDA
+# machine keeps the torch it has. Refresh it on purpose (after `make test-newest` passes), copy the new versions of
+# what constraints/colab.txt pins into it (tests/test_installs.py says which differ), and commit both.
 LOCK_PYTHON ?= 3.11
 lock:
 	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip $(PIP_ARGS) "$(UV_SPEC)"
 	echo "$(TORCH_SPEC)" > $(VENV)/torch-lock-override.txt
 	$(BIN)/uv pip compile pyproject.toml --extra test --extra browser --extra dev --python-version $(LOCK_PYTHON) \
-	  -c constraints/colab.txt --override $(VENV)/torch-lock-override.txt --no-header --no-annotate --quiet \
+	  --override $(VENV)/torch-lock-override.txt --no-header --no-annotate --quiet \
 	  -o $(LOCK).uv
 	{ echo "# The newest end, locked: \`make test\` and CI install every package at exactly these versions (pip -c)."; \
-	  echo "# Written by \`make lock\` on $$(date -u +%Y-%m-%d) for Python $(LOCK_PYTHON): pyproject.toml's newest, with"; \
-	  echo "# constraints/colab.txt's pins; torch comes from TORCH_SPEC and is not listed. Do not edit by hand."; \
+	  echo "# Written by \`make lock\` on $$(date -u +%Y-%m-%d) for Python $(LOCK_PYTHON): the newest versions pyproject.toml"; \
+	  echo "# admits; torch comes from TORCH_SPEC and is not listed. Do not edit by hand."; \
 	  grep -v -E '^(torch|triton|nvidia-|cuda-)' $(LOCK).uv; } > $(LOCK)
 	rm $(LOCK).uv
 

@@ -22,6 +22,7 @@ import ipywidgets as W
 from traitlets import TraitError
 
 from labkit.config import RunConfig
+from labkit.engine.hardware import precision_device
 from labkit.course.lab_controls import (BUDGET, LIVE, budget_value, checked_values, config_from, live_controls,
                                         precision_choices, reference_controls)
 from labkit.course.lab_text import text_view
@@ -87,7 +88,7 @@ class LabView(W.VBox):
 
     # -- layout --------------------------------------------------------------------------------------------------------
     def _build(self, on_gpu: bool):
-        options, self._live_precision_notes = precision_choices(self.facts["type"], self.facts["capability"])
+        options, self._live_precision_notes = precision_choices(*precision_device(self.facts))
         self.precision_notes = self._live_precision_notes
         self.readout = W.HTML()
         self._live_controls = live_controls(self.base, on_gpu, options, self.gpus_visible)

@@ -40,6 +40,13 @@ class Environment:
     in_colab: bool
 
     @property
+    def precision(self) -> str:
+        """What precision 'auto' trains in here, decided from the compute capability: fp16 on a T4 (7.5), bf16
+        from 8.0 (Ampere), fp32 on a CPU (and fp16 in the tests' T4 rehearsal, which gives the CPU a T4's 7.5)."""
+        from labkit.config import resolve_precision
+        return resolve_precision("auto", "cuda" if self.capability else "cpu", self.capability)
+
+    @property
     def stand_in(self) -> bool:
         """True when the numbers come from the tiny CPU stand-in rather than the real model on a GPU."""
         return not self.on_gpu
@@ -75,14 +82,21 @@ def environment(verbose: bool = True) -> Environment:
     quiet()
     show_figures()
     import torch
+
+    from labkit.engine.hardware import t4_rehearsal_active
     on_gpu = torch.cuda.is_available()
     if on_gpu:
         props = torch.cuda.get_device_properties(0)
         env = Environment("cuda", True, "llama-3.2-1b", props.name, (props.major, props.minor),
                           "google.colab" in sys.modules)
+    elif t4_rehearsal_active():     # the tests' T4 rehearsal: a T4's capability on the CPU, never offered to learners
+        env = Environment("cpu", False, "tiny", "CPU rehearsing a Tesla T4", (7, 5), "google.colab" in sys.modules)
     else:
         env = Environment("cpu", False, "tiny", "CPU", None, "google.colab" in sys.modules)
-    if verbose:
+    if verbose and env.capability and not on_gpu:
+        print("T4 rehearsal on the CPU (a test of the kit): runs take a T4's fp16 path on the 'tiny' stand-in and "
+              "are labelled 't4-rehearsal'; no figure here is a T4's.")
+    elif verbose:
         if on_gpu:
             print(f"GPU: {env.device_name} (compute capability {'.'.join(map(str, env.capability))}) → lessons use "
                   f"the '{env.model}' model.")

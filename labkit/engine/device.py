@@ -28,23 +28,22 @@ def device_summary(device: str) -> dict:
 
 
 def run_precision(cfg: RunConfig, dev: dict, theory_only: bool = False) -> str:
-    """The precision a run uses here: 'auto' resolved from the compute capability; fp16 under the T4 profile,
-    as on a real T4 (bf16 is refused there too). ValueError for a precision this device does not run (bf16 on a
+    """The precision a run uses here: 'auto' resolved from the compute capability; fp16 under the T4 profile and
+    in the T4 rehearsal, as on a real T4 (bf16 is refused there too). ValueError for a precision this device does not run (bf16 on a
     GPU without bf16 tensor cores; fp16 on a CPU, unless `theory_only`: an estimate runs nothing)."""
-    cap = tuple(dev["capability"]) if dev["capability"] else None
-    if dev["type"] == "cuda" and hardware.t4_profile_active():
-        cap = (7, 5)                                   # behave as a T4 would
-    precision = resolve_precision(cfg.precision, dev["type"], cap)
-    refusal = None if theory_only else run_precision_refusal(precision, dev["type"], cap)
+    kind, cap = hardware.precision_device(dev)         # a T4's (7.5) under the T4 profile and the T4 rehearsal
+    precision = resolve_precision(cfg.precision, kind, cap)
+    refusal = None if theory_only else run_precision_refusal(precision, kind, cap)
     if refusal:
         raise ValueError(refusal)
     return precision
 
 
 def device_labels(dev: dict) -> list[str]:
-    """Stand-in labels that follow from where a run happens: a CPU, or a bigger GPU capped to a T4's memory."""
+    """Stand-in labels that follow from where a run happens: a CPU (rehearsing a T4's path in the tests), or a
+    bigger GPU capped to a T4's memory."""
     if dev["type"] != "cuda":
-        return ["cpu"]
+        return ["cpu", "t4-rehearsal"] if hardware.t4_rehearsal_active() else ["cpu"]
     return ["t4-profile"] if hardware.t4_profile_active() else []
 
 

@@ -116,7 +116,8 @@ def device_facts(device=None, check_hub: bool = True) -> dict:
 
     cap = tuple(capability) if capability else None
     facts["native_bf16"] = native_bf16(cap)            # from the compute capability, the only honest source
-    facts["recommended_precision"] = resolve_precision("auto", dev.type, cap)
+    facts["t4_rehearsal"] = dev.type == "cpu" and t4_rehearsal_active()
+    facts["recommended_precision"] = resolve_precision("auto", *precision_device(facts))
     facts["versions"] = {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -260,3 +261,23 @@ def t4_profile_active() -> bool:
 
 
 _T4_PROFILE = False
+
+REHEARSAL_ENV = "LABKIT_T4_REHEARSAL"
+
+
+def t4_rehearsal_active() -> bool:
+    """True in the test suite's T4 rehearsal (LABKIT_T4_REHEARSAL=1, which the tests set and the notebook kernels
+    and processes they start inherit). On a CPU, runs then take the path a T4 takes: precision decided as for
+    compute capability 7.5 ('auto' is fp16, bf16 refused), fp16 autocast, GradScaler('cpu'), 4-bit compute in
+    float16, and every record is labelled 't4-rehearsal': nothing it measures is a T4 figure. It exists so that CI,
+    which has no GPU, executes the T4's branches; the lessons and the lab never offer it to learners."""
+    return os.environ.get(REHEARSAL_ENV) == "1"
+
+
+def precision_device(facts: dict) -> tuple[str, tuple | None]:
+    """(device type, compute capability) that precision decisions take: the device's own, or a T4's (cuda, 7.5)
+    for a bigger GPU under the T4 profile and for a CPU in the T4 rehearsal."""
+    if (facts["type"] == "cuda" and t4_profile_active()) or (facts["type"] == "cpu" and t4_rehearsal_active()):
+        return "cuda", (7, 5)
+    cap = facts.get("capability")
+    return facts["type"], (tuple(cap) if cap else None)
