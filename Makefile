@@ -139,7 +139,7 @@ test-newest:
 	$(NEW_PY) -m pytest $(NB_DIRS) tests $(NBVAL_ARGS) -m "not timing" $(PARALLEL)
 
 test-lowest: $(LOW_STAMP)
-	$(LOW_PY) -m pytest tests --ignore=tests/browser -m "not timing" $(PARALLEL)
+	$(LOW_PY) -m pytest tests --ignore=tests/browser -m "not timing and not lessons" $(PARALLEL)
 
 demo: $(STAMP)
 	@mkdir -p runs

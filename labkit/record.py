@@ -142,7 +142,7 @@ class Theory(_Part):
     logits_transient: int | None = None
     recompute: int | None = None
     peak: int | None = None
-    simple_rule_activations: int | None = None  # the seed's b·s·h·L·2
+    simple_rule_activations: int | None = None  # the source lesson's b·s·h·L·2
     step_flops: float | None = None
     step_time_at_peak_s: float | None = None
     time: dict | None = None                    # one micro-step: compute_s, memory_s, overhead_s, total_s, regime,

@@ -33,6 +33,9 @@ def pytest_collection_finish(session):
 
 
 def pytest_collection_modifyitems(config, items):
+    # the whole-lesson executions (a minute or more each) first: pytest-xdist hands files out in this order, so a
+    # long one never starts last and leaves the other workers idle at the end
+    items.sort(key=lambda item: item.get_closest_marker("lessons") is None)
     gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
     if not gpu_items:
         return

@@ -72,7 +72,7 @@ def test_checkpointing_keeps_one_layer_input_per_layer():
     shape = PRESETS["llama-3.1-8b"].shape
     cfg = RunConfig(model="llama-3.1-8b", micro_batch=1, seq_len=2048, gradient_checkpointing=True)
     acts = theory.saved_activations(shape, cfg, "fp16")
-    assert acts.checkpoints == theory.simple_rule_activations(shape, cfg)   # b·s·h·L·2: the seed's rule
+    assert acts.checkpoints == theory.simple_rule_activations(shape, cfg)   # b·s·h·L·2: the source lesson's rule
     off = theory.saved_activations(shape, cfg.replace(gradient_checkpointing=False), "fp16")
     assert off.total > 10 * acts.total
 

@@ -104,7 +104,7 @@ def reference_axolotl_problems(cfg: dict, capability) -> set[int]:
 # 07 — the discussion prompts
 # ---------------------------------------------------------------------------------------------------------------
 def reference_fit(cfg: RunConfig, budget_bytes: int, precision: str = "fp16") -> RunConfig | None:
-    """The seed's order: micro-batch first (keeping micro × accum × GPUs), then sequence length, then LoRA rank."""
+    """The source lesson's order: micro-batch first (keeping micro × accum × GPUs), then sequence length, then LoRA rank."""
     fits = lambda c: theory_peak(c, precision) <= budget_bytes  # noqa: E731
     per_gpu = cfg.micro_batch * cfg.grad_accum
     for mb in sorted((d for d in range(1, cfg.micro_batch + 1) if per_gpu % d == 0), reverse=True):

@@ -117,7 +117,7 @@ def check_qlora_kwargs(qlora_kwargs) -> CheckResult:
                  ["bnb_4bit_use_double_quant"], "double quant cuts the constants from 0.5 to ≈ 0.127 bit per weight"),
                 (bnb.bnb_4bit_compute_dtype == dtype, f"bnb_4bit_compute_dtype={dtype}", ["bnb_4bit_compute_dtype"],
                  "the 4-bit compute dtype must match the training precision: float16 below compute capability 8.0 "
-                 "(bf16 there is the seed's bug), bfloat16 from 8.0"),
+                 "(bf16 there is the source lesson's bug), bfloat16 from 8.0"),
                 (lora.r == 16 and lora.lora_alpha == 32, "r=16, lora_alpha=32", ["r", "lora_alpha"],
                  "the course's adapter: rank 16, alpha 2r"),
                 (set(lora.target_modules or ()) == {"q_proj", "k_proj", "v_proj", "o_proj"},

@@ -36,7 +36,7 @@ def _cfg_text(c) -> str:
 
 
 def check_fit_on_t4(fit_on_t4) -> CheckResult:
-    """`fit_on_t4(cfg, budget_bytes) -> RunConfig | None`: the first config, in the seed's order of cuts, whose
+    """`fit_on_t4(cfg, budget_bytes) -> RunConfig | None`: the first config, in the source lesson's order of cuts, whose
     theory peak (fp16) fits the budget; the effective batch never changes. Compared with `reference_fit`."""
     cases = []
     for what, kw, budget in FIT_CASES:

@@ -10,7 +10,7 @@ memory budget in GiB (empty: none) that turns an over-budget run into a simulate
 effective batch (micro × accum × GPUs = N).
 
 Run executes real optimizer steps in this kernel (`labkit.experiment.run`), then shows the memory chart (theory
-beside measured), a theory-vs-measured table with the seed's simple rule, step time measured vs predicted, the
+beside measured), a theory-vs-measured table with the source lesson's simple rule, step time measured vs predicted, the
 delta against the previous run (naming that run and its settings), and a history table that exports to CSV. Bytes
 follow one rule: figures side by side share a unit, GiB from 1 GiB up, MiB below; budgets in GiB. Everything stays
 inside the panel: errors and OOMs become messages (each run starts them afresh), the button comes back, the kernel

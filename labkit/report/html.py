@@ -32,7 +32,7 @@ HELD_BEFORE_SOURCES = {"cuda-allocator": "the CUDA allocator's count: every tens
                        "live-tensors": "live tensors found in this process"}
 # the rows of the result table that are not one of the delta line's quantities
 LAYERS_PART, LOGITS_PART = "└ of it: layers", "└ of it: logits (fp32)"
-SIMPLE_RULE = "seed's rule b·s·h·L·2"
+SIMPLE_RULE = "source lesson's rule b·s·h·L·2"
 REGIME_ROW = "└ regime (theory)"       # compute-, memory- or overhead-bound: labkit.report.timing
 IN_TOTAL = "in the total"
 RESULT_FIELDS = ("gradient_checkpointing", "micro_batch", "grad_accum", "precision", "seq_len", "lora_r")
@@ -80,7 +80,7 @@ def predicted_step_time(record, previous=None) -> tuple[float | None, str]:
 def _memory_rows(record) -> list[tuple[str, object, object]]:
     """(quantity, theory bytes, measured bytes) per memory row of the result table. "saved activations" is the total
     autograd kept (layers + logits), the quantity the delta line compares; its parts follow, measured only inside
-    it, then the seed's simple rule for the layers part."""
+    it, then the source lesson's simple rule for the layers part."""
     th = record.get("theory") or {}
     m = record.get("measured") or {}
     res = m.get("resident") or {}

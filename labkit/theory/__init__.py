@@ -18,7 +18,7 @@ machine, or a GPU's data sheet), never from the run being predicted.
 How the activation terms were derived: by reading what each op saves for backward in transformers' Llama code
 (RMSNorm, SDPA attention, SwiGLU MLP), peft's LoRA Linear and bitsandbytes' 4-bit matmul, and listing the tensors
 autograd keeps (`labkit.engine.measure.saved_activation_bytes` counts the same thing from the other side; a test checks the
-two agree). The seed's simple rule b·s·h·L·2 is kept as its own line: it is exactly what full per-layer
+two agree). The source lesson's simple rule b·s·h·L·2 is kept as its own line: it is exactly what full per-layer
 checkpointing keeps in 16-bit, and far less than what a layer saves without it.
 
 How the peak was derived: backward finishes the loss and the head before it reaches any decoder layer, so the

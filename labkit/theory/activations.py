@@ -174,5 +174,5 @@ def recompute_bytes(shape: ModelShape, cfg: RunConfig, precision: str, padding_m
 
 
 def simple_rule_activations(shape: ModelShape, cfg: RunConfig) -> int:
-    """The seed's rule: b·s·h·L·2 bytes (7B, b=1, s=2048, h=4096, L=32 → 536,870,912 B ≈ 512 MiB)."""
+    """The source lesson's rule: b·s·h·L·2 bytes (7B, b=1, s=2048, h=4096, L=32 → 536,870,912 B ≈ 512 MiB)."""
     return cfg.micro_batch * cfg.seq_len * shape.hidden * shape.layers * 2

@@ -61,7 +61,7 @@ WRONG = [
     ("check_qlora_budget", "16-bit base", lambda s, c: {
         **qlora_budget(s, c), "weights_4bit": qlora_budget(s, c)["weights_4bit"] / 0.516 * 2}, "½ byte"),
     ("check_qlora_kwargs", "bf16 compute dtype on a T4",
-     _kw(lambda k: k["bnb"].update(bnb_4bit_compute_dtype="bfloat16")), "seed's bug"),
+     _kw(lambda k: k["bnb"].update(bnb_4bit_compute_dtype="bfloat16")), "source lesson's bug"),
     ("check_qlora_kwargs", "eval batch 8", _kw(lambda k: k["training"].update(per_device_eval_batch_size=8)),
      "rule 2"),
     ("check_qlora_kwargs", "fp16 and bf16 both on", _kw(lambda k: k["training"].update(fp16=True, bf16=True)),

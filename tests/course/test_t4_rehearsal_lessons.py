@@ -14,6 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 LESSONS = ["02_gradient_checkpointing", "04_mixed_precision", "05_qlora_together"]
 
 
+@pytest.mark.lessons
 @pytest.mark.parametrize("lesson", LESSONS)
 def test_the_lesson_runs_end_to_end_on_the_t4_path(lesson, monkeypatch, tmp_path):
     monkeypatch.setenv("LABKIT_T4_REHEARSAL", "1")          # the kernel inherits it

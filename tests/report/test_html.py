@@ -21,7 +21,7 @@ def test_result_table_puts_theory_beside_measured_one_unit_per_row():
     assert _row(html, "saved activations") == ["170 MiB", "190 MiB"]               # the total: layers + logits
     assert _row(html, "└ of it: layers") == ["70 MiB", "in the total"]
     assert _row(html, "└ of it: logits (fp32)") == ["100 MiB", "in the total"]
-    assert _row(html, "seed&#x27;s rule b·s·h·L·2") == ["40 MiB", ""]
+    assert _row(html, "source lesson&#x27;s rule b·s·h·L·2") == ["40 MiB", ""]
     assert _row(html, "peak allocated") == ["1.07 GiB", "n/a on CPU"]              # no CUDA peak on a CPU
     assert _row(html, "step time") == ["—", "1.46 s"]                              # nothing to scale from
     assert "shape-only: random weights" in html and "loss per optimizer step: 6.000, 5.900" in html
