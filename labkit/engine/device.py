@@ -29,8 +29,9 @@ def device_summary(device: str) -> dict:
 
 def run_precision(cfg: RunConfig, dev: dict, theory_only: bool = False) -> str:
     """The precision a run uses here: 'auto' resolved from the compute capability; fp16 under the T4 profile and
-    in the T4 rehearsal, as on a real T4 (bf16 is refused there too). ValueError for a precision this device does not run (bf16 on a
-    GPU without bf16 tensor cores; fp16 on a CPU, unless `theory_only`: an estimate runs nothing)."""
+    in the T4 rehearsal, as on a real T4 (bf16 is refused there too). ValueError for a precision this device does
+    not run (bf16 on a GPU without bf16 tensor cores; fp16 on a CPU, unless `theory_only`: an estimate runs
+    nothing)."""
     kind, cap = hardware.precision_device(dev)         # a T4's (7.5) under the T4 profile and the T4 rehearsal
     precision = resolve_precision(cfg.precision, kind, cap)
     refusal = None if theory_only else run_precision_refusal(precision, kind, cap)
