@@ -39,7 +39,7 @@ CPU_KERNEL_NOTE = ("note: 4-bit matmul runs the slower CPU path, dequantize then
 class Notice:
     kind: str        # "log": a logger's record; "warning": a warnings.warn
     source: str      # the logger's name, or the library that warns (for the reader: warnings match by message)
-    message: str     # a regular expression matched at the start of the message
+    message: str     # a regular expression matched at the start of the message (warnings: as Python does)
     decision: str    # "silence" | "note" | "pass"
     why: str
     note: str | None = None
@@ -55,17 +55,17 @@ NOTICES = (
            CPU_KERNEL_NOTE),
     Notice("log", "kernels._internals.hf_hub", r"Skipping publisher trust check for .* offline mode", "silence",
            "only says the hub is offline; the kernel then fails to load and the note above says what it means"),
-    Notice("warning", "bitsandbytes", r"Paged optimizers are not supported on CPU", "silence",
+    Notice("warning", "bitsandbytes", r".*Paged optimizers are not supported on CPU", "silence",
            "the record says it: label paging-off-on-cpu"),
     Notice("warning", "bitsandbytes", r".*compiled without GPU support", "silence",
            "a CPU build on a CPU machine; `labkit doctor` says what this runtime can run"),
-    Notice("warning", "transformers", r"`gradient_checkpointing_enable` is deprecated", "silence",
+    Notice("warning", "transformers", r".*`gradient_checkpointing_enable` is deprecated", "silence",
            "the kit's own call, kept for transformers releases that lack the new name"),
-    Notice("warning", "transformers", r"`is_gradient_checkpointing` is deprecated", "silence",
+    Notice("warning", "transformers", r".*`is_gradient_checkpointing` is deprecated", "silence",
            "the kit's own read, kept for transformers releases that lack the new name"),
-    Notice("warning", "torch", r"torch.utils.checkpoint: the use_reentrant parameter", "silence",
+    Notice("warning", "torch", r".*torch.utils.checkpoint: the use_reentrant parameter", "silence",
            "the kit passes use_reentrant=False itself; the warning is about callers that do not"),
-    Notice("warning", "jupyter_core", r"Jupyter is migrating its paths", "silence",
+    Notice("warning", "jupyter_core", r".*Jupyter is migrating its paths", "silence",
            "about Jupyter's own configuration folders, nothing in a lesson"),
     Notice("log", "kernels", r"", "pass",
            "anything else `kernels` says (a kernel that fails to load online, a bad cache) may need the learner"),
