@@ -198,7 +198,7 @@ class LabController:
             self._say("error", f"run failed{where}: {record.get('error')}")
         for w in record.get("warnings") or []:
             self._say("advice", f"advice: {w}")
-        self._render_record(record, prev)
+        self._render_record(record)
 
     def history_rows(self) -> list[dict]:
         """One flat dict per history entry (the CSV columns)."""

@@ -77,8 +77,7 @@ def text_view(lab) -> str:
     lines += _wrap(f"settings: {_settings(lab)}")
     if lab.history:
         latest = lab.history[-1]
-        previous = lab._previous(latest)
-        rows, how = result_rows(latest, previous)
+        rows, how = result_rows(latest)
         lines += [""] + _wrap(f"latest: run {latest['lab']['run']} ({config_label(latest, RESULT_FIELDS)}), "
                               f"status {latest.get('status')}"
                               + (f", {latest['lab']['provenance']}" if latest["lab"]["provenance"] else ""))

@@ -310,13 +310,13 @@ class LabView(W.VBox):
         self.messages_html.value = "".join(
             f"<div style='color:{MESSAGE_COLORS.get(lv, '#333')};{BLOCK}'>{esc(msg)}</div>" for lv, msg in items)
 
-    def _render_record(self, record, previous):
+    def _render_record(self, record):
         """The delta line, the result table, the memory chart and the history, for the newest entry."""
         tags = " · ".join(record.get("labels") or [])
         self.delta_html.value = (f"<div style='margin:4px 0;{BLOCK}'><b>Δ run {record['lab']['run']} vs "
                                  f"{esc(self.last_compared_with)}:</b> {esc(self.last_delta)}"
                                  + (f" <span style='color:#777'>[{esc(tags)}]</span>" if tags else "") + "</div>")
-        self.result_html.value = result_table_html(record, previous)
+        self.result_html.value = result_table_html(record)
         self._draw(record)
         self.history_html.value = history_table_html(self.history)
 

@@ -58,19 +58,13 @@ def _seconds(t) -> str:
 
 
 # ---- one record: theory beside measured ------------------------------------------------------------------------------
-def predicted_step_time(record, previous=None) -> tuple[float | None, str]:
+def predicted_step_time(record) -> tuple[float | None, str]:
     """(seconds, how) — the three-regime time theory of an optimizer step (theory.time, `labkit.report.timing`)
-    with its split and regime; for records without it, the previous run on the same device scaled by the FLOPs
-    ratio, else the data-sheet peak (a floor no real run reaches), else (None, why not)."""
+    with its split and regime; for a record without it, the data-sheet peak (a floor no real run reaches), else
+    (None, why there is none and how to get it). Never a guess scaled from another run."""
     predicted = predicted_step_s(record)
     if predicted is not None:
         return predicted, time_note(record)
-    flops = lookup(record, "theory", "step_flops")
-    prev_t = lookup(previous, "measured", "step_time_s") if previous else None
-    prev_f = lookup(previous, "theory", "step_flops") if previous else None
-    same_device = previous is not None and lookup(previous, "device", "name") == lookup(record, "device", "name")
-    if flops and prev_t and prev_f and same_device and (previous or {}).get("status") == "ok":
-        return prev_t * flops / prev_f, "previous run × the theory's FLOPs ratio"
     at_peak = lookup(record, "theory", "step_time_at_peak_s")
     if at_peak:
         return at_peak, "at the GPU's data-sheet peak (a floor: real runs reach a fraction of it)"
@@ -102,7 +96,7 @@ def _memory_rows(record) -> list[tuple[str, object, object]]:
     ]
 
 
-def result_rows(record, previous=None) -> tuple[list[tuple[str, str, str]], str]:
+def result_rows(record) -> tuple[list[tuple[str, str, str]], str]:
     """([(quantity, theory, measured)] as display text, how the step time was predicted). One unit per row
     (`labkit.units.fmt_row`), so theory and measured compare at a glance. The HTML table and the lab's text view
     both show these rows."""
@@ -118,7 +112,7 @@ def result_rows(record, previous=None) -> tuple[list[tuple[str, str, str]], str]
         elif measured is None and name == SIMPLE_RULE:
             measured_text = ""
         rows.append((name, theory_text, measured_text))
-    t_pred, how = predicted_step_time(record, previous)
+    t_pred, how = predicted_step_time(record)
     rows.append((STEP_TIME, _seconds(t_pred), _seconds(lookup(record, "measured", "step_time_s"))))
     if regime_of(record):                                   # which part binds; the split is in the notes
         rows.append((REGIME_ROW, REGIME_WORDS[regime_of(record)], ""))
@@ -149,10 +143,10 @@ def _notes(record, how: str) -> list[str]:
     return notes
 
 
-def result_table_html(record, previous=None) -> str:
+def result_table_html(record) -> str:
     """Theory beside measured for one record: a short table (one line per quantity, named as the delta line names
     it) with the notes under it."""
-    rows, how = result_rows(record, previous)
+    rows, how = result_rows(record)
     body = "".join(f"<tr>{_ROW_NAME.format(esc(name))}{_NUMBER.format(esc(t))}{_NUMBER.format(esc(m))}</tr>"
                    for name, t, m in rows)
     run = (record.get("lab") or {}).get("run")

@@ -149,7 +149,7 @@ def describe_changes(prev, cur) -> str:
 def _step_time_theory(prev, cur):
     """(getter, three_regime): what the delta line's step-time theory reads — the three-regime seconds of an
     optimizer step (theory.time.step_s) when both records have them, else the FLOPs (records from before the time
-    theory)."""
+    theory, a CPU never calibrated), which the line then calls "FLOPs", not "theory"."""
     from labkit.report.timing import predicted_step_s
     if predicted_step_s(prev) is not None and predicted_step_s(cur) is not None:
         return predicted_step_s, True
@@ -186,12 +186,13 @@ def delta_text(prev, cur, names=("this run", "previous run")) -> str:
         if measured is None and (needs_both or theory is None):
             continue
         regime = _regime_words(cur) if name == STEP_TIME and three_regime and theory is not None else ""
+        said = "FLOPs" if name == STEP_TIME and not three_regime else "theory"   # a FLOPs ratio is not a time theory
         if measured is None:
-            parts.append(f"{name} not measured (theory {fmt_change(theory)}{regime})")
+            parts.append(f"{name} not measured ({said} {fmt_change(theory)}{regime})")
         elif theory is None:
             parts.append(f"{name} {fmt_change(measured)}")
         else:
-            parts.append(f"{name} {fmt_change(measured)} (theory {fmt_change(theory)}{regime})")
+            parts.append(f"{name} {fmt_change(measured)} ({said} {fmt_change(theory)}{regime})")
     line = f"{describe_changes(prev, cur)}: " + (", ".join(parts) if parts else "nothing to compare")
     for who, rec in zip(names, (cur, prev)):
         if status_of(rec) != "ok":

@@ -78,3 +78,32 @@ def step_time_change(prev, cur) -> tuple[float | None, float | None, str | None]
     """(measured change, theory change, regime of `cur`) of the optimizer-step time between two records."""
     measured = change(lookup(cur, "measured", "step_time_s"), lookup(prev, "measured", "step_time_s"))
     return measured, change(predicted_step_s(cur), predicted_step_s(prev)), regime_of(cur)
+
+
+def micro_batch_rows(timed: list) -> list[tuple]:
+    """One table row per timed run that finished: (micro-batch, measured step, theory step, measured tokens/s, theory
+    tokens/s, regime), "—" where a run has no time theory (a GPU without a data sheet whose calibration failed).
+    A run that ran out of memory has no times, so it has no row."""
+    rows = []
+    for r in timed:
+        if r["status"] != "ok":
+            continue
+        mb, seq, p = r["config"]["micro_batch"], r["config"]["seq_len"], predicted_step_s(r)
+        rows.append((mb, fmt_seconds(r["measured"]["step_time_s"]), fmt_seconds(p) if p else "—",
+                     f"{r['measured']['tokens_per_s']:,.0f}", f"{mb * seq / p:,.0f}" if p else "—",
+                     REGIME_WORDS.get(regime_of(r), "—")))
+    return rows
+
+
+def micro_batch_gain(timed: list) -> tuple[int, float | None, float | None] | None:
+    """From the smallest to the largest micro-batch that finished: (largest micro-batch, tokens/s gain measured,
+    gain in theory or None without a time theory). None when fewer than two runs finished."""
+    done = [r for r in timed if r["status"] == "ok"]
+    if len(done) < 2:
+        return None
+    first, last = done[0], done[-1]
+    measured = last["measured"]["tokens_per_s"] / first["measured"]["tokens_per_s"]
+    p_first, p_last = predicted_step_s(first), predicted_step_s(last)
+    theory = (last["config"]["micro_batch"] / p_last) / (first["config"]["micro_batch"] / p_first) \
+        if p_first and p_last else None
+    return last["config"]["micro_batch"], measured, theory

@@ -13,7 +13,7 @@ from labkit.report.text import (CSV_COLUMNS, config_label, delta_text, describe_
 def test_delta_text_checkpointing():
     off, on = checkpointing_pair()
     assert delta_text(off, on) == ("checkpointing on: saved activations −81% (theory −83%), "
-                                   "step time +46% (theory +50%)")
+                                   "step time +46% (FLOPs +50%)")
 
 
 def test_delta_text_names_every_change_and_peak_when_measured():
@@ -28,7 +28,7 @@ def test_delta_text_names_every_change_and_peak_when_measured():
     b["theory"]["step_flops"] = 2e12
     assert delta_text(a, b) == ("seq_len 256 → 512, micro-batch 2 → 4, LoRA targets q_proj,k_proj,v_proj,o_proj → "
                                 "q_proj,v_proj: saved activations +100% (theory +100%), "
-                                "peak allocated +50% (theory +50%), step time +90% (theory +100%)")
+                                "peak allocated +50% (theory +50%), step time +90% (FLOPs +100%)")
 
 
 def test_delta_text_oom_and_missing():
@@ -37,7 +37,7 @@ def test_delta_text_oom_and_missing():
     b["theory"]["activations"] = 1900 * MiB
     b["theory"]["step_flops"] = 2e12
     assert delta_text(a, b) == ("micro-batch 4 → 8: saved activations not measured (theory +100%), "
-                                "step time not measured (theory +100%) [this run: OOM, no measurement]")
+                                "step time not measured (FLOPs +100%) [this run: OOM, no measurement]")
     assert delta_text(None, a) == "first run: nothing to compare with yet"
     assert delta_text(a, None) == "no run yet"
     assert describe_changes(a, copy.deepcopy(a)) == "same config"
@@ -53,7 +53,7 @@ def test_config_and_sweep_labels():
 def test_delta_text_says_no_change_as_plus_minus_zero():
     a = make_record(micro_batch=2)
     b = make_record(micro_batch=2, lora_r=8)
-    assert delta_text(a, b) == "LoRA r 16 → 8: saved activations ±0% (theory ±0%), step time ±0% (theory ±0%)"
+    assert delta_text(a, b) == "LoRA r 16 → 8: saved activations ±0% (theory ±0%), step time ±0% (FLOPs ±0%)"
 
 
 def test_describe_changes_shows_what_auto_became_and_the_device():

@@ -49,8 +49,8 @@ def test_delta_line_compares_three_regime_step_times_and_names_the_regime():
 
 def test_delta_line_falls_back_to_flops_when_a_record_has_no_time_theory():
     off, on = checkpointing_pair()
-    with_time(on, 0.15, 0.15, 1.0)           # only one of the two: the FLOPs ratio, as before
-    assert delta_text(off, on).endswith("step time +46% (theory +50%)")
+    with_time(on, 0.15, 0.15, 1.0)           # only one of the two: the FLOPs ratio, named as such
+    assert delta_text(off, on).endswith("step time +46% (FLOPs +50%)")
 
 
 def test_lab_table_shows_the_predicted_step_and_the_regime_and_the_notes_the_split():
@@ -73,3 +73,24 @@ def test_command_line_record_puts_the_predicted_step_beside_the_measured():
     text = format_record(on)
     assert "step time                           1.26 s        1.46 s      +16%" in text   # 1.46 / 1.26 − 1
     assert "time theory: compute 50 ms · memory 50 ms · overhead 200 ms a micro-step → overhead-bound;" in text
+
+
+def test_micro_batch_table_and_gain_survive_an_oom_and_a_missing_time_theory():
+    """Lesson 03's table of step time against micro-batch: the largest micro-batch's timed run may run out of
+    memory (no times), and a GPU without a data sheet whose calibration failed has no time theory."""
+    runs = [with_time(make_record(micro_batch=mb, seq_len=128, grad_accum=1), 0.01 * mb, 0.0, 0.05)
+            for mb in (1, 2, 4)]
+    for r, tps in zip(runs, (1000.0, 1800.0, 3000.0)):
+        r["measured"]["tokens_per_s"] = tps
+    runs.append(make_record("oom", micro_batch=8, seq_len=128, grad_accum=1))
+    rows = timing.micro_batch_rows(runs)
+    assert [r[0] for r in rows] == [1, 2, 4]                         # the OOM has no row
+    assert rows[0][2] == "60 ms" and rows[0][4] == f"{128 / 0.06:,.0f}" and rows[0][5] == "overhead-bound"
+    mb, measured, theory = timing.micro_batch_gain(runs)
+    assert mb == 4 and measured == pytest.approx(3.0)
+    assert theory == pytest.approx((4 / 0.09) / (1 / 0.06))
+    for r in runs:                                                   # no time theory anywhere
+        r["theory"].pop("time", None)
+    assert [row[2] for row in timing.micro_batch_rows(runs)] == ["—"] * 3
+    assert timing.micro_batch_gain(runs)[2] is None
+    assert timing.micro_batch_gain(runs[:1] + runs[3:]) is None     # one run finished: no gain to show
