@@ -19,7 +19,9 @@ from labkit import theory
 from labkit.config import RunConfig
 from labkit.shapes import ModelShape
 
-SHARED = "/work/shared/gpu-records/h100-t4-profile-2026-11-22/*.jsonl"
+# the shared GPU records, in the folder shared/ beside this checkout
+SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "gpu-records",
+                      "h100-t4-profile-2026-11-22", "*.jsonl")
 MiB = 1024 ** 2
 TINY_GOAL_BYTES = 16 * MiB
 GOAL_REL = 0.03

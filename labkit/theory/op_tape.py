@@ -155,8 +155,8 @@ class Tape:
 
     # the end of backward ----------------------------------------------------------------------------------------
     def finish(self) -> dict[str, Counter]:
-        """Add what the autograd engine itself dispatches: the seed gradient, the sums of gradients of tensors
-        used more than once, and AccumulateGrad for every trainable leaf."""
+        """Add what the autograd engine itself dispatches: the loss's starting gradient (ones), the sums of
+        gradients of tensors used more than once, and AccumulateGrad for every trainable leaf."""
         self._close()
         self.counts["backward"]["aten.ones_like"] += 1                # loss.backward(): the gradient 1
         return self.counts
