@@ -85,15 +85,16 @@ def environment(verbose: bool = True) -> Environment:
 
     from labkit.engine.hardware import t4_rehearsal_active
     on_gpu = torch.cuda.is_available()
+    rehearsal = not on_gpu and t4_rehearsal_active()
     if on_gpu:
         props = torch.cuda.get_device_properties(0)
         env = Environment("cuda", True, "llama-3.2-1b", props.name, (props.major, props.minor),
                           "google.colab" in sys.modules)
-    elif t4_rehearsal_active():     # the tests' T4 rehearsal: a T4's capability on the CPU, never offered to learners
+    elif rehearsal:                 # the tests' T4 rehearsal: a T4's capability on the CPU, never offered to learners
         env = Environment("cpu", False, "tiny", "CPU rehearsing a Tesla T4", (7, 5), "google.colab" in sys.modules)
     else:
         env = Environment("cpu", False, "tiny", "CPU", None, "google.colab" in sys.modules)
-    if verbose and env.capability and not on_gpu:
+    if verbose and rehearsal:
         print("T4 rehearsal on the CPU (a test of the kit): runs take a T4's fp16 path on the 'tiny' stand-in and "
               "are labelled 't4-rehearsal'; no figure here is a T4's.")
     elif verbose:
