@@ -14,10 +14,11 @@ For each notebook in the source folder the generator
 - replaces every delimited block with a stub at the block's indentation (code: `raise NotImplementedError(...)`,
   Markdown: an answer prompt), keeping whatever comes before and after the block;
 - tags every code cell that had a block, and every cell tagged `uses-solution` (a cell that calls the learner's
-  code), `raises-exception`, so nbval expects the NotImplementedError the stub raises;
+  code), `raises-exception`, so a notebook runner (nbval, Jupyter's Run All) expects the NotImplementedError the
+  stub raises;
 - clears outputs and execution counts, except in check cells (`# NBVAL_CHECK_OUTPUT` and a `check_…(` call from
-  labkit.checkers), which get the fixed "not implemented yet" line the checker prints for a stub, so nbval pins
-  that too;
+  labkit.checkers), which get the fixed "not implemented yet" line the checker prints for a stub, pinned like
+  every check;
 - writes JSON the way Jupyter does (indent 1, sorted keys, trailing newline), so a rebuild is byte-identical.
 """
 from __future__ import annotations
@@ -142,6 +143,11 @@ def _plan(src_dir: Path, dst_dir: Path) -> tuple[dict[Path, str], list[Path]]:
     """What the destination should hold: {path: text}, and generated notebooks there that have no source."""
     if not src_dir.is_dir():
         raise ValueError(f"source folder {src_dir} does not exist")
+    src, dst = src_dir.resolve(), dst_dir.resolve()
+    if dst == src or src in dst.parents:
+        where = "the source folder" if dst == src else f"inside the source folder {src_dir}"
+        raise ValueError(f"the destination {dst_dir} is {where}: the exercises would overwrite or sit among the "
+                         "solutions; write them to a folder of their own (e.g. exercises)")
     sources = sorted(p for p in src_dir.glob("*.ipynb") if p.is_file())
     if not sources:
         raise ValueError(f"no notebooks in {src_dir}")
@@ -158,18 +164,28 @@ def _plan(src_dir: Path, dst_dir: Path) -> tuple[dict[Path, str], list[Path]]:
         for p in sorted(dst_dir.glob("*.ipynb")):
             if p in wanted:
                 continue
-            try:
-                if GENERATED_KEY in json.loads(p.read_text(encoding="utf-8")).get("metadata", {}):
-                    stale.append(p)
-            except (OSError, json.JSONDecodeError):
-                pass
+            if _generated(p):
+                stale.append(p)
     return wanted, stale
+
+
+def _generated(path: Path) -> bool:
+    """Whether `path` is an exercise notebook this kit wrote (its metadata names the solution it came from)."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(meta, dict) and GENERATED_KEY in meta
 
 
 def build(src_dir="solutions", dst_dir="exercises") -> list[Path]:
     """Write the exercise notebooks; remove generated ones whose source is gone. Returns the paths written."""
     src_dir, dst_dir = Path(src_dir), Path(dst_dir)
     wanted, stale = _plan(src_dir, dst_dir)
+    foreign = [p.name for p in wanted if p.exists() and not _generated(p)]
+    if foreign:        # a learner's own notebook, or a solution: never overwritten
+        raise ValueError(f"{dst_dir} already holds {', '.join(foreign)}, which this kit did not generate; nothing "
+                         "was written. Move them or choose another destination")
     dst_dir.mkdir(parents=True, exist_ok=True)
     for path, text in wanted.items():
         if not path.exists() or path.read_text(encoding="utf-8") != text:

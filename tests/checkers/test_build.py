@@ -198,3 +198,43 @@ def test_each_exercise_links_to_its_lesson():
         for target in links_found:
             assert (REPO / target).is_file(), f"{path.name} links to {target}, which does not exist"
             assert Path(target).name[:2] == path.name[2:4], f"{path.name} links to another lesson: {target}"
+
+
+@pytest.mark.parametrize("where", ["same", "inside"])
+def test_a_destination_that_is_or_lies_in_the_source_is_refused_and_the_solutions_survive(tmp_path, where):
+    src = tmp_path / "solutions"
+    src.mkdir()
+    answer = json.dumps(_nb(_code(f"def f():\n    {BEGIN}\n    return 42\n    {END}")))
+    (src / "ex_a.ipynb").write_text(answer, encoding="utf-8")
+    dst = src if where == "same" else src / "ex"
+    with pytest.raises(ValueError, match="source"):
+        build(src, dst)
+    assert (src / "ex_a.ipynb").read_text(encoding="utf-8") == answer and not (src / "ex").exists()
+
+
+def test_a_notebook_the_kit_did_not_generate_is_never_overwritten(tmp_path):
+    src, dst = tmp_path / "solutions", tmp_path / "exercises"
+    src.mkdir()
+    dst.mkdir()
+    (src / "ex_a.ipynb").write_text(json.dumps(_nb(_code(f"{BEGIN}\nx = 1\n{END}"))), encoding="utf-8")
+    mine = json.dumps(_nb(_code("x = 'my own work'")))
+    (dst / "ex_a.ipynb").write_text(mine, encoding="utf-8")
+    (dst / "ex_b.ipynb").write_text("not json", encoding="utf-8")
+    with pytest.raises(ValueError, match="ex_a.ipynb.*did not generate"):
+        build(src, dst)
+    assert (dst / "ex_a.ipynb").read_text(encoding="utf-8") == mine
+    (dst / "ex_a.ipynb").unlink()
+    build(src, dst)                              # a generated one is rewritten in place, the foreign one stays
+    build(src, dst)
+    assert (dst / "ex_b.ipynb").read_text(encoding="utf-8") == "not json"
+
+
+def test_cli_refuses_to_write_exercises_over_the_solutions(tmp_path):
+    src = tmp_path / "sol"
+    src.mkdir()
+    answer = json.dumps(_nb(_code(f"{BEGIN}\nx = 1\n{END}")))
+    (src / "e.ipynb").write_text(answer, encoding="utf-8")
+    p = subprocess.run([sys.executable, "-m", "labkit", "exercises", "sol", "sol"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.startswith("labkit: error:") and p.stderr.count("\n") == 1
+    assert (src / "e.ipynb").read_text(encoding="utf-8") == answer
