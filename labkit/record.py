@@ -206,6 +206,19 @@ def dumps(record) -> str:
     return json.dumps(record.to_dict() if hasattr(record, "to_dict") else record, default=_json_default)
 
 
+# Every line dumps() writes for a record begins so (config is RunRecord's first field): only a last line that
+# begins so may be cut as a kill mid-write.
+RECORD_START = b'{"config": '
+
+
+def _is_json(data: bytes) -> bool:
+    try:
+        json.loads(data)
+    except (ValueError, RecursionError):         # RecursionError: nested deeper than Python's stack
+        return False
+    return True
+
+
 def write_jsonl(path, record) -> None:
     """Append one record as one line, flushed and synced: a kill leaves at most one partial line."""
     with open(path, "a", encoding="utf-8") as f:
@@ -217,31 +230,32 @@ def write_jsonl(path, record) -> None:
 def read_jsonl(path, repair: bool = False) -> list[RunRecord]:
     """Every record of a JSON Lines file, in order, old schemas included.
 
-    A last line without its newline is a run killed mid-write: it is dropped with a warning (with repair=True, also
-    cut from the file, so the next append starts on a clean line). A line that is not JSON, or is JSON but not a
-    record (no "config" object), is skipped with a warning naming its line number; the file is left as it is."""
+    A last line without its newline that begins as this kit begins a record but is cut short is a run killed
+    mid-write: it is dropped with a warning (with repair=True, also cut from the file, so the next append starts on
+    a clean line). Any other last line without its newline (a whole record, a note of the user's) is read like the
+    others, and repair=True only adds the newline. A line that is not JSON, or is JSON but not a record (no
+    "config" object), is skipped with a warning naming its line number; the file is left as it is."""
     with open(path, "rb") as f:
         data = f.read()
     complete, _, tail = data.rpartition(b"\n")
     if not data.endswith(b"\n") and tail.strip():
-        try:   # killed between the record and its newline: the record itself is whole
-            json.loads(tail)
-            complete, tail = data, b""
-            if repair:
-                with open(path, "ab") as f:
-                    f.write(b"\n")
-        except ValueError:
+        if tail.lstrip().startswith(RECORD_START) and not _is_json(tail):
             warnings.warn(f"{path}: ignoring a truncated last line ({len(tail)} bytes, a run killed mid-write)",
                           stacklevel=2)
             if repair:
                 os.truncate(path, len(complete) + 1 if complete else 0)
+        else:   # a whole record killed before its newline, or the user's own bytes: never cut
+            complete, tail = data, b""
+            if repair:
+                with open(path, "ab") as f:
+                    f.write(b"\n")
     records = []
     for n, line in enumerate(complete.split(b"\n"), 1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             warnings.warn(f"{path}: ignoring unreadable line {n}", stacklevel=2)
             continue
         if not isinstance(obj, dict) or not isinstance(obj.get("config"), dict):

@@ -7,7 +7,7 @@ import pytest
 
 from labkit.config import RunConfig
 from labkit.experiment import estimate
-from labkit.record import SCHEMA, Measured, RunRecord, Theory, as_record, dumps, read_jsonl, write_jsonl
+from labkit.record import RECORD_START, SCHEMA, Measured, RunRecord, Theory, as_record, dumps, read_jsonl, write_jsonl
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # the committed reference sets, and the GPU records shared beside a checkout (present in development and CI)
@@ -116,3 +116,29 @@ def test_a_data_parallel_record_keeps_every_rank():
     back = RunRecord.from_dict(json.loads(dumps(rec)))
     assert SCHEMA == 3 and back.ranks == ranks and back == rec
     assert back.measured["ranks_summary"]["step_time_s"]["max"] == 1.5        # unknown measured keys → extra
+
+
+@pytest.mark.parametrize("tail", ["# my note: the fp16 runs were on the second T4", "{\"config\": {\"model\"} note",
+                                  "[1, 2"])
+def test_a_last_line_the_kit_did_not_start_is_never_cut(tmp_path, tail):
+    """Only a line that begins as this kit begins a record may be cut as a kill mid-write; a user's own bytes stay,
+    and repair only gives them their newline (unless they look like the start of a record)."""
+    good = dumps(estimate(RunConfig()))
+    path = tmp_path / "mine.jsonl"
+    path.write_text(good + "\n" + tail)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        assert len(read_jsonl(path, repair=True)) == 1
+    text = path.read_text()
+    if tail.startswith(RECORD_START.decode()):
+        assert text == good + "\n"
+    else:
+        assert text == good + "\n" + tail + "\n"
+
+
+def test_a_line_nested_too_deep_is_skipped_like_any_unreadable_line(tmp_path):
+    good = dumps(estimate(RunConfig()))
+    path = tmp_path / "deep.jsonl"
+    path.write_text(good + "\n" + "[" * 100_000 + "]" * 100_000 + "\n" + "[" * 100_000)
+    with pytest.warns(UserWarning, match="unreadable line 2"):
+        assert len(read_jsonl(path, repair=True)) == 1
