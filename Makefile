@@ -41,7 +41,9 @@ UV_SPEC    ?= uv>=0.5
 VENV_NEWEST ?= .venv-newest
 NEW_PY     := $(VENV_NEWEST)/bin/python
 
-NB_DIRS    := $(wildcard notebooks solutions exercises)
+# exercises/ is not among them: tests/checkers/test_exercises_run.py runs each one in the test process (the
+# exercises share their cells with solutions/, which nbval runs), without a Jupyter kernel per notebook.
+NB_DIRS    := $(wildcard notebooks solutions)
 SANITIZE   := $(wildcard tests/nbval_sanitize.cfg)
 NBVAL_ARGS := $(if $(NB_DIRS),--nbval-lax --nbval-current-env $(if $(SANITIZE),--nbval-sanitize-with $(SANITIZE),),)
 DEMO_ARGS  ?= sweep --out runs/demo.jsonl --plot runs/demo.png
