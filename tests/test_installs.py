@@ -115,8 +115,9 @@ def test_the_lock_pins_every_requirement_inside_its_range_and_agrees_with_colab(
 def test_make_test_installs_from_the_lock():
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert "LOCK       := constraints/newest.txt" in makefile
-    installs = re.findall(r"^\t\$\(PIP_INSTALL\) .*$", makefile, re.M)
-    assert installs and all(line.endswith("$(LOCKED)") for line in installs), installs
+    kit = re.findall(r"^\t\$\((?:PIP|UV)_INSTALL\) -e .*$", makefile, re.M)      # .venv's installs of the kit
+    assert len(kit) == 3 and all(line.endswith("$(LOCKED)") for line in kit), kit
+    assert re.search(r"^UV_SPEC +\?= uv==[0-9.]+$", makefile, re.M), "uv, which installs from the lock, is pinned"
 
 
 def _pip_commands_of(path: Path, monkeypatch) -> list[list[str]]:
