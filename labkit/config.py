@@ -13,6 +13,8 @@ import dataclasses
 import json
 import math
 import numbers
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 PRECISIONS = ("fp32", "fp16", "bf16", "auto")
@@ -80,12 +82,15 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
+        if not isinstance(d, Mapping):
+            raise ValueError(f"RunConfig.from_dict takes a dict of settings such as {{'model': 'tiny'}}, got "
+                             f"{type(d).__name__} {_short(d)}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
+        unknown = [k for k in d if k not in known]
         if unknown:
-            raise ValueError(f"unknown RunConfig field(s): {', '.join(sorted(unknown))}")
+            raise ValueError(f"unknown RunConfig field(s): {', '.join(sorted(map(str, unknown)))}")
         d = dict(d)
-        if "lora_targets" in d:
+        if isinstance(d.get("lora_targets"), (list, tuple)):   # a string is split on commas by __post_init__
             d["lora_targets"] = tuple(d["lora_targets"])
         return cls(**d)
 
@@ -112,6 +117,10 @@ class LabkitWarning(UserWarning):
 # "false" (a non-empty string is truthy, so "off" would switch checkpointing on); numbers are finite.
 SWITCHES = ("gradient_checkpointing", "pad_to_seq_len", "prepare_kbit")
 COUNTS = {"seq_len": 8, "micro_batch": 1, "grad_accum": 1, "num_gpus": 1, "lora_r": 1, "seed": 0}   # field → minimum
+# field → maximum: far beyond any run, below what the engine can hold (torch takes seeds up to 2**64 − 1; a float
+# product of counts stays finite). A count past it is a typo, refused before any work.
+MAXIMA = {"seq_len": 2 ** 22, "micro_batch": 2 ** 20, "grad_accum": 2 ** 20, "num_gpus": 2 ** 16, "lora_r": 2 ** 16,
+          "seed": 2 ** 64 - 1, "eval_micro_batch": 2 ** 20}
 CHOICES = {"precision": PRECISIONS, "quant": QUANTS, "optim": OPTIMIZERS}
 
 
@@ -120,18 +129,44 @@ def is_count(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _positive_int(name: str, value, minimum: int = 1):
+def _positive_int(name: str, value, minimum: int = 1, maximum: int | None = None):
+    maximum = MAXIMA.get(name) if maximum is None else maximum
     if not is_count(value) or value < minimum:
         hint = ""
         if isinstance(value, float) and math.isfinite(value) and value.is_integer():
             hint = f" (a float: counts are whole numbers, write {int(value)})"
         elif isinstance(value, str):
             hint = " (a string)"
-        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}{hint}")
+        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {_short(value)}{hint}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum:,}, got {_short(value)}")
+
+
+def _short(value) -> str:
+    """repr, cut to one readable line (a 400-digit number, a long string)."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}… ({len(text)} characters)"
+
+
+def is_switch(value) -> bool:
+    """True or False; numpy's bools count, as numpy's integers count as counts."""
+    return isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"))
+
+
+def plain(value):
+    """numpy's bools, integers and floats as Python's (a record is JSON; a widget wants a Python value); anything
+    else as it is. The one rule for numpy scalars everywhere the kit takes a setting."""
+    if is_switch(value):
+        return bool(value)
+    if is_count(value):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, (int, float)):
+        return float(value)
+    return value
 
 
 def _switch(name: str, value):
-    if not isinstance(value, bool):
+    if not is_switch(value):
         why = ("a word is not a switch" if isinstance(value, str) else
                "a number is not a switch" if isinstance(value, numbers.Number) else None)
         raise ValueError(f"{name} must be True or False, got {value!r}" + (f" ({why})" if why else ""))
@@ -139,10 +174,14 @@ def _switch(name: str, value):
 
 def _positive_number(name: str, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a number > 0, got {value!r}" + (" (a string)" if isinstance(value, str)
-                                                                            else ""))
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
+        raise ValueError(f"{name} must be a number > 0, got {_short(value)}" + (" (a string)" if isinstance(value, str)
+                                                                               else ""))
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:                         # an int too large for a float, e.g. 10**400
+        finite = False
+    if not finite:
+        raise ValueError(f"{name} must be finite, got {_short(value)}")
     if not value > 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
 
@@ -151,10 +190,8 @@ def _normalise(cfg: RunConfig) -> None:
     """Plain Python numbers in place of numpy ones (a record is JSON): numpy.int64(4) → 4, numpy.float32 → float."""
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        if is_count(value) and type(value) is not int:
-            object.__setattr__(cfg, f.name, int(value))
-        elif isinstance(value, numbers.Real) and not isinstance(value, (int, float, bool)):
-            object.__setattr__(cfg, f.name, float(value))
+        if plain(value) is not value:
+            object.__setattr__(cfg, f.name, plain(value))
 
 
 def validate(cfg: RunConfig) -> None:
@@ -188,6 +225,50 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(f"unknown LoRA target(s) {', '.join(bad)}; choose from {', '.join(PROJECTIONS)}")
     if len(set(cfg.lora_targets)) != len(cfg.lora_targets):
         raise ValueError("lora_targets lists a projection twice")
+
+
+def check_steps(steps, warmup) -> None:
+    """ValueError (one line) for a step count below 1 or a warm-up outside [0, steps): the same rule for
+    labkit.run, sweep, largest_micro_batch, the lab and the command line, checked before any work."""
+    _positive_int("steps", steps, 1, maximum=10 ** 6)
+    if not is_count(warmup) or not 0 <= warmup < steps:
+        raise ValueError(f"warmup must be an integer in [0, steps) = [0, {steps}), got {_short(warmup)}")
+
+
+def check_device(device) -> None:
+    """None (this machine's best), "cpu", "cuda" or "cuda:N"; anything else is one ValueError, before any work."""
+    if device is None:
+        return
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:\d{1,3})?", device):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N' (or None: this machine's best), got "
+                         f"{_short(device)}")
+
+
+def check_callback(name: str, fn) -> None:
+    if fn is not None and not callable(fn):
+        raise ValueError(f"{name} must be a function (or None), got {_short(fn)}")
+
+
+def check_config(cfg, what: str = "expected") -> None:
+    if not isinstance(cfg, RunConfig):
+        hint = "RunConfig.from_dict(d) builds one" if isinstance(cfg, Mapping) else \
+            "RunConfig(**settings) or RunConfig.from_dict(d) builds one"
+        raise ValueError(f"{what} a labkit.RunConfig, got {type(cfg).__name__} {_short(cfg)} ({hint})")
+
+
+def check_configs(configs, what: str = "a sweep") -> list:
+    """A list of RunConfigs (grid() makes one). One RunConfig, dicts, or anything else: one ValueError naming it."""
+    if isinstance(configs, RunConfig):
+        raise ValueError(f"{what} takes a list of RunConfigs, got a single RunConfig: write [cfg], or "
+                         "grid(cfg, {...}) for several")
+    if isinstance(configs, (str, bytes, Mapping)) or not isinstance(configs, Iterable):
+        raise ValueError(f"{what} takes a list of RunConfigs, got {type(configs).__name__} {_short(configs)}")
+    configs = list(configs)
+    for n, cfg in enumerate(configs):
+        if not isinstance(cfg, RunConfig):
+            hint = " (RunConfig.from_dict(d) builds one)" if isinstance(cfg, Mapping) else ""
+            raise ValueError(f"{what}: item {n} is {type(cfg).__name__} {_short(cfg)}, not a RunConfig{hint}")
+    return configs
 
 
 def accumulation_for(effective_batch: int, micro_batch: int, num_gpus: int = 1) -> int:

@@ -10,7 +10,8 @@ import os
 
 import labkit
 from labkit import theory
-from labkit.config import RunConfig, rule_warnings
+from labkit.config import (RunConfig, check_callback, check_config, check_device, check_steps,
+                           rule_warnings)
 from labkit.record import RunRecord, build
 from labkit.engine.calibrate import cached_calibration
 from labkit.engine.runner import measure_run
@@ -24,9 +25,7 @@ def check_request(cfg) -> list[str]:
     """What every entry point checks before anything loads: a RunConfig (ValueError otherwise), a model whose
     config.json passes `shapes.check_model_config`; returns the advice (`shapes.fit_warnings`), each also issued
     as a LabkitWarning."""
-    if not isinstance(cfg, RunConfig):
-        raise ValueError(f"expected a labkit.RunConfig, got {type(cfg).__name__} "
-                         "(RunConfig(**settings) or RunConfig.from_dict(d) builds one)")
+    check_config(cfg)
     resolve_shape(cfg.model)                       # unknown model, malformed config.json → ValueError
     return warn_fit(cfg, stacklevel=4)             # points at the caller of run() / estimate()
 
@@ -87,6 +86,9 @@ def run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = No
     `ranks`; on a CPU they are gloo processes, labelled "cpu-processes" (never GPU figures); on CUDA with fewer
     than N GPUs, ValueError. `progress` and `on_step` are for one process only (the ranks run elsewhere)."""
     check_request(cfg)                             # bad input → ValueError before anything loads
+    check_steps(steps, warmup)
+    check_device(device)
+    check_callback("on_step", on_step)
     check_weights(cfg, weights)
     if cfg.num_gpus > 1:
         measured = measure_data_parallel(cfg, steps, warmup, device, weights)
@@ -104,6 +106,7 @@ def run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = No
 def estimate(cfg: RunConfig, device: str | None = None, padding_mask: bool = True) -> RunRecord:
     """Theory only (no model is loaded); every measured field is None and the record is labelled "theory-only"."""
     check_request(cfg)
+    check_device(device)
     if not isinstance(padding_mask, bool):
         raise ValueError(f"padding_mask must be True or False, got {padding_mask!r}")
     device, dev, precision, labels = run_setup(cfg, device, theory_only=True)

@@ -17,7 +17,7 @@ status "error", the error's first line and the trail up to it (what `labkit sear
 from __future__ import annotations
 
 from labkit.engine import data, measure
-from labkit.config import RunConfig
+from labkit.config import RunConfig, check_config, check_device
 from labkit.engine.models import load_model, tokenizer_for
 from labkit.engine.runner import (check_budget, forward_backward, free_memory, is_out_of_memory, label_tokens,
                                   release_failure)
@@ -88,6 +88,8 @@ def largest_micro_batch(cfg: RunConfig, lo: int = 1, hi: int = 64, device: str |
     "stopped_at" (the micro-batch that failed, None when the model failed to load) and "best" None."""
     if on_error not in ("raise", "return"):
         raise ValueError(f"on_error must be 'raise' or 'return', got {on_error!r}")
+    check_config(cfg, "largest_micro_batch expects")
+    check_device(device)
     _check_bounds(lo, hi)
     warn_fit(cfg, stacklevel=2)                # seq_len beyond the positions, a rank above a layer's: advice
     device, dev, precision, labels = run_setup(cfg, device)

@@ -25,7 +25,7 @@ import sys
 import time
 import warnings
 
-from labkit.config import RunConfig
+from labkit.config import RunConfig, check_configs, check_steps
 from labkit.record import RunRecord, build, read_jsonl, write_jsonl
 
 # statuses that count as a finished result on resume; an "error" run is tried again
@@ -237,7 +237,8 @@ def run_sweep(configs, out_path, steps: int = 3, warmup: int = 1, resume: bool =
 
     Before the first run: `out_path` must be writable (ValueError if not), and no other sweep may be writing it
     (SweepFileBusy, a ValueError, naming the other sweep's pid)."""
-    configs = list(configs)
+    configs = check_configs(configs)
+    check_steps(steps, warmup)                       # before the file is touched: no error record for a typo
     check_output_path(out_path)
     if runner is None:
         from labkit.experiment import run as runner

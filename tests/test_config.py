@@ -80,8 +80,28 @@ def test_numpy_numbers_are_accepted_and_become_plain_python():
     assert type(cfg.micro_batch) is int and cfg.micro_batch == 4 and type(cfg.seq_len) is int
     assert type(cfg.learning_rate) is float
     assert cfg == RunConfig.from_dict(cfg.to_dict())          # a record is JSON: nothing numpy left in it
-    with pytest.raises(ValueError, match="must be True or False"):
-        RunConfig(gradient_checkpointing=np.bool_(True))    # a switch is a Python bool
+    cfg = RunConfig(gradient_checkpointing=np.bool_(False))  # numpy's bools count, as its integers do: one rule
+    assert cfg.gradient_checkpointing is False
+
+
+@pytest.mark.parametrize("field, value, said", [
+    ("seed", 2 ** 64, "seed must be at most"), ("seq_len", 10 ** 400, "seq_len must be at most"),
+    ("micro_batch", 2 ** 40, "micro_batch must be at most"), ("learning_rate", 10 ** 400, "must be finite"),
+    ("memory_budget_gb", 10 ** 400, "must be finite"), ("lora_alpha", -(10 ** 400), "must be finite")])
+def test_numbers_beyond_what_the_engine_holds_are_refused_in_one_short_line(field, value, said):
+    with pytest.raises(ValueError, match=said) as e:
+        RunConfig(**{field: value})
+    assert len(str(e.value)) < 160 and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("d", [None, "tiny", [("model", "tiny")], 5])
+def test_from_dict_takes_a_dict_only(d):
+    with pytest.raises(ValueError, match="takes a dict of settings"):
+        RunConfig.from_dict(d)
+
+
+def test_from_dict_reads_targets_written_as_one_string():
+    assert RunConfig.from_dict({"lora_targets": "q_proj,v_proj"}).lora_targets == ("q_proj", "v_proj")
 
 
 def test_targets_accept_a_comma_string_and_round_trip():

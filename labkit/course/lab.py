@@ -27,7 +27,7 @@ Where the parts live: `lab_controls` (what each control offers), `lab_view` (the
 """
 from __future__ import annotations
 
-from labkit.config import RunConfig
+from labkit.config import RunConfig, check_device, check_steps
 from labkit.course.lab_controller import LabController
 from labkit.course.lab_view import LabView
 
@@ -50,6 +50,8 @@ class Lab(LabController, LabView):
                  base: RunConfig | None = None, weights: str = "auto", runner=None, reference: str | None = None):
         from labkit.engine.device import device_summary, pick_device
 
+        check_steps(steps, warmup)
+        check_device(device)
         device = pick_device(device)
         self._start(device, steps, warmup, weights, runner)                  # the controller's state first …
         LabView.__init__(self, device_summary(device), model=model, base=base)   # … then the widgets showing it

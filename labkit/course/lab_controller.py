@@ -12,7 +12,7 @@ Failures never escape: a failed run, an OOM or a record that cannot be shown bec
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from labkit.course.lab_controls import LIVE
 from labkit.report.reference import as_reference, matches, missing_combination_text, provenance, reference_sets
@@ -131,6 +131,10 @@ class LabController:
         for these settings. With `records` (a record or a list): add them all, labelled "reference"."""
         self._fresh_messages()
         if records is not None:
+            if not isinstance(records, Mapping) and (isinstance(records, (str, bytes))
+                                                     or not isinstance(records, Iterable)):
+                raise ValueError(f"replay takes a record or a list of records (labkit.load_records(path) reads "
+                                 f"them), got {type(records).__name__} {records!r:.60}")
             chosen = [as_reference(r) for r in ([records] if isinstance(records, Mapping) else list(records))]
         else:
             found = self._find_in_set(name, values)

@@ -10,7 +10,7 @@ import math
 
 import ipywidgets as W
 
-from labkit.config import RunConfig, native_bf16, resolve_precision
+from labkit.config import RunConfig, native_bf16, plain, resolve_precision
 from labkit.report.reference import MATCHED_FIELDS, closest_record, recorded_precisions, recorded_values
 
 LIVE = "live runs in this kernel"     # the "results from" choice that runs in this kernel instead of replaying
@@ -119,11 +119,19 @@ def budget_value(text: str, base: RunConfig | None = None) -> float | None:
     return checked_budget(gib, base)
 
 
+def _finite(x) -> bool:
+    try:
+        return math.isfinite(x)
+    except OverflowError:                         # an int too large for a float
+        return False
+
+
 def checked_budget(gib, base: RunConfig | None = None) -> float | None:
     """A budget given to `set()`: None (no budget) or a finite number of GiB that RunConfig accepts."""
     if gib is None:
         return None
-    if isinstance(gib, bool) or not isinstance(gib, (int, float)) or not math.isfinite(gib):
+    gib = plain(gib)
+    if isinstance(gib, bool) or not isinstance(gib, (int, float)) or not _finite(gib):
         raise ValueError(f"memory_budget_gb must be a finite number of GiB, or None for no budget; got {gib!r}")
     try:
         (base or RunConfig()).replace(memory_budget_gb=float(gib))
@@ -185,6 +193,7 @@ def checked_values(controls: dict, values: dict, reference_name: str | None = No
         if name not in controls:
             raise ValueError(f"the lab has no control {name!r}{replaying}; controls: {', '.join(controls)}")
         widget = controls[name]
+        value = plain(value)                              # numpy's bools and integers, as RunConfig takes them
         if name == BUDGET:
             checked.append((widget, budget_text(checked_budget(value))))
             continue

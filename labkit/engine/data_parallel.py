@@ -116,7 +116,7 @@ def measure_data_parallel(cfg: RunConfig, steps: int = 3, warmup: int = 1, devic
     from labkit.engine.device import run_setup
     from labkit.engine.hardware import t4_profile_active
     from labkit.engine.models import model_source
-    from labkit.engine.runner import check_steps
+    from labkit.config import check_steps
 
     world = cfg.num_gpus
     check_steps(steps, warmup)                                    # bad input: one ValueError, nothing spawned

@@ -38,7 +38,7 @@ import warnings
 import torch
 
 from labkit.engine import data, measure, notices, op_count, rank_context
-from labkit.config import RunConfig
+from labkit.config import RunConfig, check_steps
 from labkit.engine.device import budget_labels, run_setup
 from labkit.engine.models import TORCH_DTYPES, load_model, tokenizer_for
 
@@ -188,14 +188,6 @@ def forward_backward(model, batch: dict, n_items: int, device: str, precision: s
     with (ops or contextlib.nullcontext()):
         scaled.backward()
     return loss.item(), saved
-
-
-def check_steps(steps, warmup) -> None:
-    """ValueError (one line) for a step count below 1 or a warm-up outside [0, steps)."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup < steps:
-        raise ValueError(f"warmup must be an integer in [0, steps), got {warmup!r}")
 
 
 def empty_measured(held: dict | None = None) -> dict:
