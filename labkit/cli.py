@@ -137,7 +137,7 @@ def cmd_sweep(args) -> int:
     check_configs(configs)
     from labkit.sweeps import check_output_path, check_plot_path, run_sweep
     check_output_path(args.out, "--out")        # fail before the runs, not after them (ValueError → exit 2)
-    if args.plot:
+    if args.plot is not None:                   # --plot '' is a name left empty, not "no chart"
         check_plot_path(args.plot, "--plot")
     from labkit.experiment import run
     runner = functools.partial(run, weights=args.weights)
@@ -152,7 +152,12 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_search(args) -> int:
+    if args.micro_batch is not None:           # what the search finds: never taken and silently ignored
+        raise UsageError("search finds the micro-batch: drop --micro-batch and bound the search with --min/--max")
     cfg = config_from_args(args)
+    if cfg.num_gpus != 1:
+        raise UsageError("search measures one process: drop --num-gpus (each rank holds one micro-batch, so the "
+                         "largest that fits one process fits each rank)")
     if args.max < args.min:
         raise UsageError(f"--max {args.max} is below --min {args.min}")
     _apply_t4_profile(args)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 
 from labkit.config import RunConfig
 
@@ -22,6 +23,12 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # a negative number is a value, not a flag, in every form float() reads: -1, -.5, -1e-4 (argparse reads
+        # "--lr -1e-4" as --lr missing its value); RunConfig then says why it is refused
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|nan)$", re.I)
+
     def error(self, message):   # argparse would print the usage block too; we want exactly one line
         raise UsageError(message)
 

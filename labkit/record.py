@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from labkit.config import LabkitWarning
+
 SCHEMA = 3
 
 
@@ -241,7 +243,7 @@ def read_jsonl(path, repair: bool = False) -> list[RunRecord]:
     if not data.endswith(b"\n") and tail.strip():
         if tail.lstrip().startswith(RECORD_START) and not _is_json(tail):
             warnings.warn(f"{path}: ignoring a truncated last line ({len(tail)} bytes, a run killed mid-write)",
-                          stacklevel=2)
+                          LabkitWarning, stacklevel=2)
             if repair:
                 os.truncate(path, len(complete) + 1 if complete else 0)
         else:   # a whole record killed before its newline, or the user's own bytes: never cut
@@ -256,14 +258,15 @@ def read_jsonl(path, repair: bool = False) -> list[RunRecord]:
         try:
             obj = json.loads(line)
         except (ValueError, RecursionError):
-            warnings.warn(f"{path}: ignoring unreadable line {n}", stacklevel=2)
+            warnings.warn(f"{path}: ignoring unreadable line {n}", LabkitWarning, stacklevel=2)
             continue
         if not isinstance(obj, dict) or not isinstance(obj.get("config"), dict):
-            warnings.warn(f"{path}: ignoring line {n}: JSON, but not a run record (no config)", stacklevel=2)
+            warnings.warn(f"{path}: ignoring line {n}: JSON, but not a run record (no config)", LabkitWarning,
+                          stacklevel=2)
             continue
         try:
             records.append(RunRecord.from_dict(obj))
         except (TypeError, ValueError, AttributeError) as e:   # e.g. "measured": 5 — a part that is not an object
             warnings.warn(f"{path}: ignoring line {n}: JSON, but not a run record ({type(e).__name__}: {e})",
-                          stacklevel=2)
+                          LabkitWarning, stacklevel=2)
     return records

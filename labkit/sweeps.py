@@ -25,7 +25,7 @@ import sys
 import time
 import warnings
 
-from labkit.config import RunConfig, check_configs, check_steps
+from labkit.config import LabkitWarning, RunConfig, check_configs, check_steps
 from labkit.record import RunRecord, build, read_jsonl, write_jsonl
 
 # statuses that count as a finished result on resume; an "error" run is tried again
@@ -124,6 +124,8 @@ def plot_formats() -> list[str]:
 def check_plot_path(plot_path, what: str = "plot") -> None:
     """Refuse, before any run, a chart path matplotlib could not write: a type it does not know (x.txt), no type at
     all (matplotlib would add .png to the name), a folder, or a folder that does not exist or is not writable."""
+    if not os.fspath(plot_path).strip():
+        raise ValueError(f"{what} is empty; give a file name such as runs/sweep.png")
     path = os.path.abspath(os.fspath(plot_path))
     if os.path.isdir(path):
         example = os.path.join(plot_path, "sweep.png")
@@ -205,7 +207,7 @@ def sweep_lock(out_path):
             if holder.get("unreadable") or holder.get("host") != socket.gethostname() or _pid_alive(holder["pid"]):
                 raise SweepFileBusy(_busy_message(out_path, lock, holder)) from None
             warnings.warn(f"{lock}: taking over the lock of pid {holder['pid']}, which no longer runs "
-                          "(a sweep that was killed)", stacklevel=4)
+                          "(a sweep that was killed)", LabkitWarning, stacklevel=4)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(lock)
             continue                                     # race the O_EXCL create again; a live winner refuses us
@@ -285,7 +287,8 @@ def _run_locked(configs, out_path, steps, warmup, resume, progress, runner) -> l
                 try:
                     record = runner(cfg, steps=steps, warmup=warmup)
                 except Exception as e:  # noqa: BLE001 — one broken config must not end the sweep
-                    warnings.warn(f"run {i + 1}/{len(configs)} failed: {type(e).__name__}: {e}", stacklevel=3)
+                    warnings.warn(f"run {i + 1}/{len(configs)} failed: {type(e).__name__}: {e}", LabkitWarning,
+                                  stacklevel=3)
                     record = _failed_record(cfg, e)
                 record["run"] = {**(record.get("run") or {}), "steps": steps, "warmup": warmup}
                 write_jsonl(out_path, record)

@@ -13,8 +13,8 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "LABKIT_OFFLINE": "1", "MPLBACKEND":
        "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
-def labkit(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "labkit", *args], cwd=REPO, env=ENV, capture_output=True,
+def labkit(*args, timeout=120, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "labkit", *args], cwd=cwd, env=ENV, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -187,7 +187,7 @@ def test_t4_profile_is_not_an_estimate_or_doctor_flag():
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the refusal is for machines without CUDA")
 @pytest.mark.parametrize("command", ["run", "sweep", "search"])
 def test_t4_profile_without_cuda_is_refused_in_one_line(command):
-    p = labkit(command, "--t4-profile", "--micro-batch", "1")
+    p = labkit(command, "--t4-profile", "--seq-len", "32")
     assert p.returncode == 2 and p.stdout == ""
     assert p.stderr.count("\n") == 1 and p.stderr.startswith("labkit: error: --t4-profile needs a CUDA GPU"), p.stderr
 
@@ -425,3 +425,31 @@ def test_help_documents_the_exit_codes(command, capsys):
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "exit codes:" in out and "1  a run failed" in out and "2  bad input" in out
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["search", "--micro-batch", "4"], "search finds the micro-batch: drop --micro-batch"),
+    (["search", "--num-gpus", "2"], "search measures one process: drop --num-gpus"),
+    (["estimate", "--lr", "-1e-4"], "learning_rate must be > 0, got -0.0001"),
+    (["estimate", "--lora-alpha", "-.5"], "lora_alpha must be > 0"),
+    (["estimate", "--seq-len", "1" + "0" * 400], "seq_len must be at most"),
+    (["estimate", "--lr", "1e400"], "learning_rate must be finite"),
+    (["sweep", "--plot", "", "--out", "x.jsonl"], "--plot is empty"),
+    (["sweep", "--steps", "2", "--warmup", "2"], "--warmup 2 must be below --steps 2"),
+])
+def test_flags_that_were_ignored_or_misread_get_one_line(argv, said, tmp_path):
+    p = labkit(*argv, cwd=tmp_path)
+    assert p.returncode == 2 and p.stdout == "" and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith("labkit: error: ") and said in p.stderr, p.stderr
+    assert list(tmp_path.iterdir()) == []                  # refused before anything was written
+
+
+def test_the_search_says_when_its_answer_is_only_the_ceiling_or_nothing_fits():
+    from labkit.report.text import format_search
+    ok = {"micro_batch": 1, "status": "ok", "saved_activation_bytes": 1, "peak_allocated_bytes": 2}
+    ceiling = {"best": 4, "labels": ["cpu"], "trail": [ok, {**ok, "micro_batch": 2}, {**ok, "micro_batch": 4}]}
+    assert "4 (the ceiling: nothing ran out of memory up to it; raise --max" in format_search(ceiling)
+    wall = {**ceiling, "trail": ceiling["trail"] + [{**ok, "micro_batch": 8, "status": "oom"}]}
+    assert "fits: 4   [" in format_search(wall)
+    none = {"best": None, "labels": ["budget-simulated"], "trail": [{**ok, "status": "oom"}]}
+    assert "none: even micro-batch 1 does not fit the memory budget" in format_search(none)

@@ -25,6 +25,7 @@ import tempfile
 import torch
 
 from labkit.config import RunConfig
+from labkit.engine import notices
 
 CPU_LABEL = "cpu-processes"
 DEFAULT_TIMEOUT_S = 300          # a collective waiting longer than this fails the rank (process group timeout)
@@ -59,15 +60,19 @@ def free_port() -> int:
 
 def _rank_main(rank: int, world_size: int, cfg: RunConfig, steps: int, warmup: int, device_type: str,
                weights: str, port: int, out_dir: str, timeout_s: float, fail_rank: int | None,
-               adapters_path: str | None) -> None:
+               adapters_path: str | None, notes: tuple) -> None:
     """One rank: join the group, run the measured steps, write the result to `out_dir/rank{r}.json`; exit 1 when
-    the run failed, so the parent stops the other ranks at once."""
+    the run failed, so the parent stops the other ranks at once. Its stdout is the parent's (a command line's
+    JSON, a notebook's cell): a calm note goes where the parent's notes go, from rank 0 only."""
     import sys
 
     import torch.distributed as dist
 
-    from labkit.engine import runner
+    from labkit.engine import notices, runner
     from labkit.engine.rank_context import DataParallelRank
+
+    stream, said = notes
+    notices.take_over(stream if rank == 0 else "off", said)
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(max(1, usable_cpus() // world_size))    # 2 ranks on 16 cores: 8 threads each
@@ -129,7 +134,7 @@ def measure_data_parallel(cfg: RunConfig, steps: int = 3, warmup: int = 1, devic
     with tempfile.TemporaryDirectory(prefix="labkit-ranks-") as out_dir:
         context = start_processes(_rank_main, nprocs=world, join=False, start_method="spawn",
                                   args=(world, cfg, steps, warmup, dev["type"], weights, free_port(), out_dir,
-                                        timeout_s, _fail_rank, adapters_path))
+                                        timeout_s, _fail_rank, adapters_path, notices.handover()))
         failure = None
         try:
             while not context.join(grace_period=5):

@@ -76,11 +76,23 @@ _stream_name = "stdout"     # "stdout" or "stderr": looked up when a note is sho
 
 
 def send_notes_to(stream_name: str) -> None:
-    """Where the calm notes go: "stdout" (notebooks, scripts) or "stderr" (the command line)."""
-    if stream_name not in ("stdout", "stderr"):
-        raise ValueError(f"notes go to 'stdout' or 'stderr', not {stream_name!r}")
+    """Where the calm notes go: "stdout" (notebooks, scripts), "stderr" (the command line) or "off" (the ranks of
+    a data-parallel run but the first: one note per run, not one per process)."""
+    if stream_name not in ("stdout", "stderr", "off"):
+        raise ValueError(f"notes go to 'stdout', 'stderr' or 'off', not {stream_name!r}")
     global _stream_name
     _stream_name = stream_name
+
+
+def handover() -> tuple[str, tuple[str, ...]]:
+    """What a child process needs to speak as this one would: where notes go, and the notes already said."""
+    return _stream_name, tuple(sorted(_Decided.said))
+
+
+def take_over(stream_name: str, said) -> None:
+    """In a child process: notes go where the parent's went, and what the parent said is not said again."""
+    send_notes_to(stream_name)
+    _Decided.said.update(said)
 
 
 @contextlib.contextmanager
@@ -113,7 +125,8 @@ class _Decided(logging.Filter):
             return True
         if notice.decision == "note" and notice.note not in self.said:
             self.said.add(notice.note)
-            print(notice.note, file=getattr(sys, _stream_name), flush=True)
+            if _stream_name != "off":
+                print(notice.note, file=getattr(sys, _stream_name), flush=True)
         return False
 
 

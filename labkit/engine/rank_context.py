@@ -18,6 +18,7 @@ N · Σ_r / n_items; their mean is Σ / n_items: the big batch's gradient, whate
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 
 import torch
@@ -124,7 +125,11 @@ class DataParallelRank:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [torch.device(self.device).index] if torch.device(self.device).type == "cuda" else None
-        ddp = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+        # the same setting under its new name where torch has it (newer torch warns at the old one, once per rank)
+        no_sync = ({"forward_sync_buffers": False}
+                   if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                   else {"broadcast_buffers": False})
+        ddp = DistributedDataParallel(model, device_ids=ids, **no_sync)
         ddp.register_comm_hook(self._clock, timed_allreduce_hook)
         return ddp
 

@@ -300,8 +300,18 @@ def format_sweep(records) -> str:
 
 def format_search(found: dict) -> str:
     """`labkit search`'s answer: the largest micro-batch that fits, then each try."""
-    lines = [f"largest micro-batch that fits: {found['best']}   [{', '.join(found['labels']) or 'measured'}]"]
-    for e in found["trail"]:
+    trail, best = found["trail"], found["best"]
+    if best is None:
+        answer = ("none: even micro-batch " + str(trail[0]["micro_batch"]) + " does not fit"
+                  + (" the memory budget" if "budget-simulated" in found["labels"] else "") + " (try a shorter "
+                  "--seq-len, checkpointing on, or a larger budget)") if trail else "none (nothing was tried)"
+    elif trail and trail[-1]["status"] == "ok" and best == max(e["micro_batch"] for e in trail) \
+            and not any(e["status"] == "oom" for e in trail):
+        answer = f"{best} (the ceiling: nothing ran out of memory up to it; raise --max to look further)"
+    else:
+        answer = str(best)
+    lines = [f"largest micro-batch that fits: {answer}   [{', '.join(found['labels']) or 'measured'}]"]
+    for e in trail:
         lines.append(f"  micro-batch {e['micro_batch']:4d}  {e['status']:3s}  saved activations "
                      f"{fmt_bytes(e['saved_activation_bytes']):>10s}  peak allocated "
                      f"{fmt_bytes(e['peak_allocated_bytes']):>10s}")

@@ -61,17 +61,19 @@ def test_two_ranks_give_one_process_weights_even_with_unequal_label_counts(tmp_p
     assert all(r["loss"] == two["measured"]["loss"] for r in two["ranks"])     # every rank reports the big batch's
 
 
-def _json_record(capsys, *argv) -> dict:
+def _json_record(capfd, *argv) -> dict:
     assert cli.main(["run", "--model", "tiny", "--seq-len", "32", "--grad-accum", "2", "--steps", "2",
                      "--lora-dropout", "0", "--optim", "adamw", "--weights", "random", "--json", *argv]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 1                              # one record, all ranks inside
+    said = capfd.readouterr()                           # the file descriptors: what the ranks print is in here too
+    lines = said.out.strip().splitlines()
+    assert len(lines) == 1, said.out[-2000:]            # stdout is the one record (all ranks inside), nothing else
+    assert "Warning" not in said.err, said.err[-2000:]   # e.g. torch's FutureWarning at DDP's old argument name
     return json.loads(lines[0])
 
 
-def test_the_command_line_prints_one_record_with_every_rank_and_the_big_batch_loss(capsys):
-    two = _json_record(capsys, "--num-gpus", "2", "--micro-batch", "2")
-    one = _json_record(capsys, "--num-gpus", "1", "--micro-batch", "4")
+def test_the_command_line_prints_one_record_with_every_rank_and_the_big_batch_loss(capfd):
+    two = _json_record(capfd, "--num-gpus", "2", "--micro-batch", "2")
+    one = _json_record(capfd, "--num-gpus", "1", "--micro-batch", "4")
     assert two["status"] == "ok" and two["schema"] == 3 and "cpu-processes" in two["labels"]
     assert "ranks" not in one and "cpu-processes" not in one["labels"]
     assert [r["rank"] for r in two["ranks"]] == [0, 1]

@@ -152,3 +152,27 @@ def test_a_lesson_and_real_4bit_cpu_runs_print_nothing_on_stderr():
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stderr == ""
     assert p.stdout.count(notices.CPU_KERNEL_NOTE) == 1 and p.stdout.endswith("done\n")
+
+
+def test_a_rank_speaks_where_its_parent_does_and_only_what_the_parent_has_not_said(capsys, monkeypatch):
+    """The ranks of a data-parallel run share the parent's stdout (the command line's JSON): the parent hands over
+    its stream and what it already said (engine.data_parallel does, to every rank; all but rank 0 get "off")."""
+    monkeypatch.setattr(notices._Decided, "said", set())
+    filt = notices._Decided()
+    message = KERNEL_NOTICE + " from kernels-community: No module named 'kernels'."
+    with notices.notes_to("stderr"):
+        handed = notices.handover()
+    assert handed == ("stderr", ())
+    with notices.notes_to("stdout"):
+        notices.take_over("off", ())
+        assert filt.filter(record("bitsandbytes.backends.cpu.ops", message)) is False
+        assert capsys.readouterr() == ("", "")                      # rank 1: nothing, anywhere
+        monkeypatch.setattr(notices._Decided, "said", set())
+        notices.take_over(*handed)
+        filt.filter(record("bitsandbytes.backends.cpu.ops", message))
+        said = capsys.readouterr()
+        assert said.out == "" and said.err.count(notices.CPU_KERNEL_NOTE) == 1
+        monkeypatch.setattr(notices._Decided, "said", set())
+        notices.take_over("stdout", (notices.CPU_KERNEL_NOTE,))   # the parent said it already
+        filt.filter(record("bitsandbytes.backends.cpu.ops", message))
+        assert capsys.readouterr() == ("", "")
