@@ -315,3 +315,50 @@ def test_the_knee_is_where_a_micro_steps_work_reaches_its_overhead():
     assert h100_knee > 8                                              # the records: flat from 1 to 8
     assert theory.overhead_knee(LLAMA, cfg, "fp16", theory.data_sheet_constants(H100), "cuda", largest=4) is None
     assert theory.overhead_knee(LLAMA, cfg, "bf16", t4, "cuda") is None      # a T4 has no bf16: no figures
+
+
+DAMAGED = {"empty": "", "cut short": '{"type": "cpu", "flops_per_s": {"fp', "a list": "[1, 2]",
+           "strings": None, "zeros": None, "nested too deep": "[" * 100_000}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGED))
+def test_a_damaged_calibration_cache_is_set_aside_said_once_and_measured_again(damage, tmp_path, monkeypatch,
+                                                                             capsys):
+    """A cache is never a reason to fail: estimate, doctor and calibrate go on as if this device was never
+    calibrated, the file is kept beside as .bad, and calibrate measures again."""
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    import labkit
+    from labkit import cli
+    from labkit.config import LabkitWarning
+    from labkit.engine import calibrate
+    identity = calibrate.device_identity("cpu")
+    whole = {**identity, "date": "2026-12-01", "source": "calibrated on test", "flops_per_s": {"fp32": 5e10},
+             "bytes_per_s": 1e10, "overhead_s_per_op": {p: 4e-5 for p in theory.time.OVERHEAD_PHASES}}
+    text = DAMAGED[damage]
+    if damage == "strings":
+        text = json.dumps({**whole, "flops_per_s": {"fp32": "fast"}})
+    elif damage == "zeros":
+        text = json.dumps({**whole, "bytes_per_s": 0})
+    path = calibrate.cache_path(identity)
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as f:
+        f.write(text)
+    with pytest.warns(LabkitWarning, match="calibration cache .* is damaged"):
+        rec = labkit.estimate(RunConfig(precision="fp32"), device="cpu")
+    assert rec.theory.time["total_s"] is None                       # as never calibrated
+    assert not os.path.exists(path) and open(path + ".bad").read() == text
+    assert cli.main(["doctor"]) == 0 and "none calibrated on this device" in capsys.readouterr().out
+
+    class Measuring(Exception):
+        pass
+
+    def measure(*args, **kwargs):
+        raise Measuring
+    with open(path, "w") as f:
+        f.write(text)
+    monkeypatch.setattr(calibrate, "matmul_flops_per_s", measure)
+    with pytest.warns(LabkitWarning, match="damaged"), pytest.raises(Measuring):
+        calibrate.calibrate("cpu")                                   # it measures again, not refuses
+    with open(path, "w") as f:
+        json.dump(whole, f)
+    assert calibrate.cached_calibration("cpu")["source"] == "calibrated on test"   # a whole one is read as is
