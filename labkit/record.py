@@ -190,9 +190,34 @@ def build(**fields) -> RunRecord:
     return RunRecord.from_dict({**fields, "schema": SCHEMA})
 
 
+STATUSES = ("ok", "oom", "error")
+
+
+def check_record(d) -> None:
+    """ValueError, in one line, for what is not a run record this kit can read: one from a newer kit (a schema
+    above SCHEMA), a schema that is not a whole number, a config that names no model, an unknown status."""
+    if not isinstance(d, Mapping):
+        raise ValueError(f"a run record is a JSON object, got {type(d).__name__}")
+    schema = d.get("schema", 1)
+    if isinstance(schema, bool) or not isinstance(schema, int) or schema < 1:
+        raise ValueError(f"its schema is {schema!r}, not a version number (1 to {SCHEMA})")
+    if schema > SCHEMA:
+        raise ValueError(f"written by a newer labkit (record schema {schema}; this one reads 1 to {SCHEMA}): "
+                         "upgrade labkit to read it")
+    config = d.get("config")
+    if not isinstance(config, Mapping) or not isinstance(config.get("model"), str) or not config["model"]:
+        raise ValueError("its config names no model, so it is not a run record")
+    if d.get("status", "ok") not in STATUSES:
+        raise ValueError(f"its status is {d.get('status')!r}, not one of {', '.join(STATUSES)}")
+
+
 def as_record(obj) -> RunRecord:
-    """A RunRecord from a record or from its JSON form (any schema)."""
-    return obj if isinstance(obj, RunRecord) else RunRecord.from_dict(obj)
+    """A RunRecord from a record or from its JSON form (any schema up to SCHEMA; ValueError for what
+    check_record refuses)."""
+    if isinstance(obj, RunRecord):
+        return obj
+    check_record(obj)
+    return RunRecord.from_dict(obj)
 
 
 def _json_default(o: Any):
@@ -263,6 +288,11 @@ def read_jsonl(path, repair: bool = False) -> list[RunRecord]:
         if not isinstance(obj, dict) or not isinstance(obj.get("config"), dict):
             warnings.warn(f"{path}: ignoring line {n}: JSON, but not a run record (no config)", LabkitWarning,
                           stacklevel=2)
+            continue
+        try:
+            check_record(obj)
+        except ValueError as e:
+            warnings.warn(f"{path}: ignoring line {n}: {e}", LabkitWarning, stacklevel=2)
             continue
         try:
             records.append(RunRecord.from_dict(obj))

@@ -142,3 +142,22 @@ def test_a_line_nested_too_deep_is_skipped_like_any_unreadable_line(tmp_path):
     path.write_text(good + "\n" + "[" * 100_000 + "]" * 100_000 + "\n" + "[" * 100_000)
     with pytest.warns(UserWarning, match="unreadable line 2"):
         assert len(read_jsonl(path, repair=True)) == 1
+
+
+@pytest.mark.parametrize("change, said", [
+    ({"schema": 99}, "written by a newer labkit .record schema 99"), ({"schema": "3"}, "schema is '3', not a version"),
+    ({"schema": True}, "not a version"), ({"config": {}}, "config names no model"),
+    ({"status": "fine"}, "status is 'fine'")])
+def test_a_record_that_is_not_one_this_kit_reads_gets_one_line(tmp_path, change, said):
+    from labkit.config import LabkitWarning
+    from labkit.record import check_record
+    good = json.loads(dumps(estimate(RunConfig())))
+    bad = {**good, **change}
+    with pytest.raises(ValueError, match=said):
+        as_record(bad)
+    with pytest.raises(ValueError, match=said):
+        check_record(bad)
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    with pytest.warns(LabkitWarning, match=f"line 2: .*{said}"):
+        assert len(read_jsonl(path)) == 1                 # not read as status ok
