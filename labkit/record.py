@@ -262,6 +262,8 @@ def read_jsonl(path, repair: bool = False) -> list[RunRecord]:
     a clean line). Any other last line without its newline (a whole record, a note of the user's) is read like the
     others, and repair=True only adds the newline. A line that is not JSON, or is JSON but not a record (no
     "config" object), is skipped with a warning naming its line number; the file is left as it is."""
+    if os.path.exists(path) and not os.path.isfile(path):   # a folder, or a named pipe that would block the read
+        raise ValueError(f"{path} is not a regular file (a folder, a pipe or a device): not a records file")
     with open(path, "rb") as f:
         data = f.read()
     complete, _, tail = data.rpartition(b"\n")

@@ -95,7 +95,23 @@ CONFIG_FIELDS = REQUIRED + OPTIONAL_COUNTS + ("hidden_act", "tie_word_embeddings
 
 
 def _shown(value) -> str:
-    return json.dumps(value) if isinstance(value, (type(None), bool, int, float, str)) else repr(value)
+    """A value as the config.json wrote it, cut to one readable line (a 400-digit number, a long string)."""
+    text = json.dumps(value) if isinstance(value, (type(None), bool, int, float, str)) else repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}… ({len(text)} characters)"
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:                 # an integer too large for a float
+        return False
+
+
+# The largest a config.json's counts may be: well past today's largest open models (hidden 16384, 126 layers,
+# a 256k vocabulary), small enough that the theory's walk over the layers and its float products stay quick.
+COUNT_MAXIMA = {"hidden_size": 2 ** 17, "intermediate_size": 2 ** 20, "num_hidden_layers": 2 ** 12,
+                "num_attention_heads": 2 ** 12, "num_key_value_heads": 2 ** 12, "vocab_size": 2 ** 23,
+                "head_dim": 2 ** 14, "max_position_embeddings": 2 ** 26}
 
 
 def _count(value) -> bool:
@@ -121,6 +137,9 @@ def check_model_config(cfg: dict, where: str = "model config") -> None:
     for key in REQUIRED[1:] + OPTIONAL_COUNTS:
         if key in cfg and not (key in OPTIONAL_COUNTS and cfg[key] is None) and not _count(cfg[key]):
             raise ValueError(f"{where}: {key} must be a positive integer, got {_shown(cfg[key])}")
+        if key in cfg and cfg[key] is not None and cfg[key] > COUNT_MAXIMA.get(key, 2 ** 24):
+            raise ValueError(f"{where}: {key} {_shown(cfg[key])} is beyond any model this kit describes (at most "
+                             f"{COUNT_MAXIMA.get(key, 2 ** 24):,})")
     heads, kv = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
     if heads % kv:
         raise ValueError(f"{where}: num_key_value_heads {kv} does not divide num_attention_heads {heads} "
@@ -134,7 +153,7 @@ def check_model_config(cfg: dict, where: str = "model config") -> None:
     for key, value in (("rms_norm_eps", cfg.get("rms_norm_eps")),
                        ("rope_theta", rope.get("rope_theta", cfg.get("rope_theta")))):
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
-                                  or not math.isfinite(value) or value <= 0):
+                                  or not _finite(value) or value <= 0):
             raise ValueError(f"{where}: {key} must be a finite number > 0, got {_shown(value)}")
     act = cfg.get("hidden_act", "silu")
     if act not in ACTIVATIONS:
@@ -233,8 +252,16 @@ def resolve_shape(model: str) -> ModelShape:
         raise ValueError(f"unknown model {model!r}: not a preset ({', '.join(PRESETS)}), "
                          "nor a checkpoint folder or config.json")
     try:
-        with open(path) as f:
-            cfg = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        with open(path, encoding="utf-8") as f:
+            text = f.read(MAX_CONFIG_CHARS + 1)
+        if len(text) > MAX_CONFIG_CHARS:
+            raise ValueError(f"over {MAX_CONFIG_CHARS // 1024} KiB, far more than a config.json holds")
+        cfg = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"cannot read model config {path}: nested deeper than a config.json is") from None
+    except (OSError, ValueError) as e:                # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise ValueError(f"cannot read model config {path}: {e}") from None
     return ModelShape.from_hf_config(cfg, where=path)
+
+
+MAX_CONFIG_CHARS = 1 << 20       # a Llama-family config.json is a few KiB

@@ -101,6 +101,8 @@ def check_output_path(out_path, what: str = "sweep output") -> None:
         example = os.path.join(out_path, "sweep.jsonl")
         raise ValueError(f"{what} {out_path} is a folder; give a file name such as {example}")
     if os.path.exists(path):
+        if not os.path.isfile(path):               # a named pipe would block the sweep at its first record
+            raise ValueError(f"{what} {out_path} is not a regular file (a pipe or a device); give a file name")
         if not os.access(path, os.W_OK):
             raise ValueError(f"{what} {out_path} is not writable")
         return
@@ -130,6 +132,8 @@ def check_plot_path(plot_path, what: str = "plot") -> None:
     if os.path.isdir(path):
         example = os.path.join(plot_path, "sweep.png")
         raise ValueError(f"{what} {plot_path} is a folder; give a file name such as {example}")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise ValueError(f"{what} {plot_path} is not a regular file (a pipe or a device); give a file name")
     kind = os.path.splitext(path)[1].lstrip(".").lower()
     formats = plot_formats()
     if kind not in formats:

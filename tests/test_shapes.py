@@ -1,5 +1,6 @@
 """Model shapes: a config.json is checked field by field before the theory or the loader reads it, and advice about
 a run on a shape (a sequence beyond its positions, a rank above a layer's) is a warning, never a refusal."""
+import os
 import json
 import warnings
 
@@ -113,3 +114,36 @@ def test_no_advice_for_the_defaults():
         warnings.simplefilter("error", LabkitWarning)
         record = estimate(RunConfig(), device="cpu")
     assert record["warnings"] == []
+
+
+@pytest.mark.parametrize("change, said", [
+    ({"vocab_size": 10 ** 400}, "vocab_size 1000000000000000000000000000000000000000… .401 characters. is beyond"),
+    ({"num_hidden_layers": 10 ** 6}, "num_hidden_layers 1000000 is beyond any model"),
+    ({"hidden_size": 2 ** 40, "num_attention_heads": 32}, "hidden_size .* is beyond"),
+    ({"rms_norm_eps": 10 ** 400}, "rms_norm_eps must be a finite number")])
+def test_a_config_json_with_counts_past_any_model_is_refused_at_once(tmp_path, change, said):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**PRESETS["tiny"].shape.to_hf_config().to_dict(), **change}))
+    with pytest.raises(ValueError, match=said):
+        resolve_shape(str(path))
+
+
+@pytest.mark.parametrize("text, said", [("[" * 100_000, "nested deeper"), ("{}" + " " * (1 << 20), "over 1024 KiB"),
+                                        ("\udcff", "cannot read model config")])
+def test_a_config_json_that_is_no_config_gets_one_line(tmp_path, text, said):
+    path = tmp_path / "config.json"
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
+    with pytest.raises(ValueError, match=said):
+        resolve_shape(str(path))
+
+
+def test_a_named_pipe_is_never_read_or_written_as_if_it_were_a_file(tmp_path):
+    from labkit.record import read_jsonl
+    from labkit.sweeps import check_output_path, check_plot_path
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for refuse in (lambda: read_jsonl(fifo), lambda: check_output_path(fifo), lambda: check_plot_path(fifo)):
+        with pytest.raises(ValueError, match="not a regular file"):
+            refuse()
+    with pytest.raises(ValueError, match="unknown model"):
+        resolve_shape(str(fifo))
