@@ -16,10 +16,12 @@ A rank stuck in a collective gives up after the process group's timeout (`timeou
 """
 from __future__ import annotations
 
+import ast
 import datetime
 import json
 import os
 import socket
+import sys
 import tempfile
 
 import torch
@@ -64,8 +66,6 @@ def _rank_main(rank: int, world_size: int, cfg: RunConfig, steps: int, warmup: i
     """One rank: join the group, run the measured steps, write the result to `out_dir/rank{r}.json`; exit 1 when
     the run failed, so the parent stops the other ranks at once. Its stdout is the parent's (a command line's
     JSON, a notebook's cell): a calm note goes where the parent's notes go, from rank 0 only."""
-    import sys
-
     import torch.distributed as dist
 
     from labkit.engine import notices, runner
@@ -98,6 +98,43 @@ def _rank_main(rank: int, world_size: int, cfg: RunConfig, steps: int, warmup: i
         sys.exit(1)
 
 
+def unguarded_script_line() -> int | None:
+    """The line of the running script (python script.py) whose top-level code led here, when it is not under
+    `if __name__ == "__main__":`; None in a notebook, an interactive session, `python -c`, or a guarded script."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path or not str(path).endswith(".py") or not os.path.isfile(path):
+        return None
+    spec_name = getattr(getattr(main, "__spec__", None), "name", "") or ""
+    if spec_name.endswith("__main__"):          # `python -m package`: spawn does not import it again
+        return None
+    frame = sys._getframe(1)
+    while frame is not None and not (frame.f_code.co_name == "<module>"
+                                     and frame.f_globals.get("__name__") == "__main__"):
+        frame = frame.f_back
+    if frame is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, ValueError, SyntaxError, RecursionError):
+        return None
+    line = frame.f_lineno
+    for node in tree.body:
+        if isinstance(node, ast.If) and _is_main_test(node.test) and node.lineno <= line <= node.end_lineno:
+            return None
+    return line
+
+
+def _is_main_test(test) -> bool:
+    """`__name__ == "__main__"` (either way round)."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    return (any(isinstance(x, ast.Name) and x.id == "__name__" for x in sides)
+            and any(isinstance(x, ast.Constant) and x.value == "__main__" for x in sides))
+
+
 def _inject_failure(runner) -> None:
     real = runner.forward_backward
     calls = []
@@ -125,6 +162,11 @@ def measure_data_parallel(cfg: RunConfig, steps: int = 3, warmup: int = 1, devic
 
     world = cfg.num_gpus
     check_steps(steps, warmup)                                    # bad input: one ValueError, nothing spawned
+    line = unguarded_script_line()
+    if line is not None:
+        raise ValueError(f"{sys.modules['__main__'].__file__}, line {line}: a data-parallel run started from a "
+                         "script's top level: each rank is a new Python process that imports the script again "
+                         "(spawn), so put the call under `if __name__ == \"__main__\":`")
     device, dev, precision, labels = run_setup(cfg, device)      # bad precision here → ValueError before spawning
     check_world(world, dev["type"])
     if t4_profile_active():

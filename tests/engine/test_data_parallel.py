@@ -7,6 +7,8 @@ so this file runs three of them: the equivalence (weights, gradients, unequal la
 import json
 import multiprocessing
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -191,3 +193,36 @@ def test_tokens_per_s_of_the_effective_batch_wait_for_the_slowest_rank():
     # rank 0: 1000 tokens/s × 0.5 s = 500 tokens; rank 1: 1000 tokens; 1500 tokens in the slowest rank's 1.0 s
     assert out["measured"]["tokens_per_s"] == pytest.approx(1500.0)
     assert out["measured"]["ranks_summary"]["step_time_s"] == {"min": 0.5, "max": 1.0}
+
+
+SCRIPT = '''
+import labkit
+from labkit.engine.data_parallel import unguarded_script_line
+
+
+def main():
+    return unguarded_script_line()
+
+
+print("top", unguarded_script_line())
+print("via main", main())
+if __name__ == "__main__":
+    print("guarded", main())
+if "__main__" == __name__:
+    print("guarded too", unguarded_script_line())
+{call}
+'''
+
+
+def test_a_script_that_starts_ranks_at_its_top_level_is_told_to_guard_it_before_anything_spawns(tmp_path):
+    """Spawned ranks import the script again; unguarded, each would start ranks of its own (two multiprocessing
+    tracebacks and "rank 0 exited with code 1"). Found from the script's source before any process starts."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT.replace("{call}", "labkit.run(labkit.RunConfig(num_gpus=2, seq_len=32))"))
+    p = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.stdout.splitlines() == ["top 10", "via main 11", "guarded None", "guarded too None"]
+    assert p.returncode == 1 and "if __name__ == \"__main__\":" in p.stderr and "line 16" in p.stderr
+    assert "ValueError" in p.stderr and "exited with code" not in p.stderr     # refused before any rank started
