@@ -10,7 +10,7 @@ import html
 
 from labkit.report.text import (PEAK, SAVED, STEP_TIME, config_label, history_row, labels_text, lookup,
                                 theory_saved)
-from labkit.report.timing import REGIME_WORDS, predicted_step_s, regime_of, time_note, time_split_text
+from labkit.report.timing import REGIME_WORDS, predicted_step_s, regime_of, time_note
 from labkit.units import MISSING, fmt_budget, fmt_row
 
 # what each stand-in label means: the notes under the result table and the reference set's controls
@@ -68,7 +68,8 @@ def predicted_step_time(record) -> tuple[float | None, str]:
     at_peak = lookup(record, "theory", "step_time_at_peak_s")
     if at_peak:
         return at_peak, "at the GPU's data-sheet peak (a floor: real runs reach a fraction of it)"
-    return None, time_split_text(record)
+    note = lookup(record, "theory", "time", "note")
+    return None, f"no time theory: {note}" if note else "no time theory in this record"
 
 
 def _memory_rows(record) -> list[tuple[str, object, object]]:

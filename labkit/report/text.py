@@ -285,7 +285,7 @@ def format_sweep(records) -> str:
     labels = sweep_labels(records)
     width = max(len(s) for s in labels) + 2
     row = "{:<%d}{:>7}{:>14}{:>14}{:>8}{:>11}{:>9}" % width
-    lines = [row.format("config", "status", "saved (meas.)", "saved (theory)", "error", "step time", "vs first")]
+    lines = [row.format("config", "status", "saved meas.", "saved theory", "error", "step time", "vs first")]
     times = [lookup(r, "measured", "step_time_s") for r in records]
     base = next((t for t in times if t), None)
     for label, r, t in zip(labels, records, times):

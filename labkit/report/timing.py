@@ -39,11 +39,12 @@ def regime_of(record) -> str | None:
 
 
 def time_split_text(record) -> str:
-    """One micro-step's predicted time in its three parts and the regime, or why there is none."""
+    """One micro-step's predicted time in its three parts and the regime, or "none (why)": callers put it after a
+    label that says "theory"."""
     t = time_theory(record)
     if t is None:
         note = lookup(record, "theory", "time", "note")
-        return f"no time theory: {note}" if note else "no time theory in this record"
+        return f"none ({note})" if note else "none in this record"      # read after a "time theory:" label
     parts = " · ".join(f"{name} {fmt_seconds(t[f'{name}_s'])}" for name in ("compute", "memory", "overhead"))
     return f"{parts} a micro-step → {REGIME_WORDS.get(t['regime'], t['regime'])}"
 

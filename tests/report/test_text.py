@@ -89,7 +89,7 @@ def test_format_record_puts_theory_beside_measured():
         "held before the run                              300 MiB            (live tensors; included in the peak)",
         "step time                                —        1.46 s          ",
         "tokens/s                                          2048.0          ",
-        "time theory: no time theory in this record",
+        "time theory: none in this record",
         "FLOPs per optimizer step: 1.5e+12",
         "loss per optimizer step: 6.0000, 5.9000"]
 
@@ -107,7 +107,7 @@ def test_format_sweep_keeps_failed_runs_and_compares_times_with_the_first():
     off, on = _measured_on_record()
     oom = make_record(status="oom", gradient_checkpointing=False, micro_batch=8, labels=("simulated-oom", "cpu"))
     assert format_sweep([off, on, oom]).splitlines() == [
-        "config                 status saved (meas.)saved (theory)   error  step time vs first",
+        "config                 status   saved meas.  saved theory   error  step time vs first",
         "gc off · mb 2 · fp32       ok      1000 MiB      1000 MiB     ±0%        1 s       1×",
         "gc on · mb 2 · fp32        ok       190 MiB       170 MiB    +12%     1.46 s    1.46×",
         "gc off · mb 8 · fp32      oom             —      1000 MiB                  —        —",

@@ -31,9 +31,9 @@ def test_gpu_constants_are_named_by_their_data_sheet_only():
 def test_a_record_without_time_theory_says_why():
     r = make_record()
     assert timing.time_theory(r) is None and timing.predicted_step_s(r) is None
-    assert timing.time_split_text(r) == "no time theory in this record"
+    assert timing.time_split_text(r) == "none in this record"
     r["theory"]["time"] = {"total_s": None, "note": "no device constants: run `labkit calibrate` on this machine"}
-    assert timing.time_note(r) == "no time theory: no device constants: run `labkit calibrate` on this machine"
+    assert timing.time_note(r) == "none (no device constants: run `labkit calibrate` on this machine)"
 
 
 def test_delta_line_compares_three_regime_step_times_and_names_the_regime():
