@@ -20,6 +20,7 @@ for another reason exits 1, and so does a check that finds a problem (`doctor --
 from __future__ import annotations
 
 import argparse
+import os
 import functools
 import json
 import sys
@@ -137,6 +138,8 @@ def cmd_sweep(args) -> int:
     check_configs(configs)
     from labkit.sweeps import check_output_path, check_plot_path, run_sweep
     check_output_path(args.out, "--out")        # fail before the runs, not after them (ValueError → exit 2)
+    if args.plot is None and not args.no_plot:  # the chart goes beside the records unless asked otherwise
+        args.plot = os.path.splitext(args.out)[0] + ".png"
     if args.plot is not None:                   # --plot '' is a name left empty, not "no chart"
         check_plot_path(args.plot, "--plot")
     from labkit.experiment import run
@@ -144,6 +147,7 @@ def cmd_sweep(args) -> int:
     records = run_sweep(configs, args.out, steps=args.steps, warmup=args.warmup, resume=not args.no_resume,
                         progress=True, runner=runner)
     _emit(records, args.json, _with_warmup_note(format_sweep))
+    print(f"records in {args.out}", file=sys.stderr)
     if args.plot:
         from labkit.report.charts import sweep_chart
         sweep_chart(records, path=args.plot)
@@ -252,7 +256,9 @@ def build_parser() -> Parser:
         _add_t4_profile(p)
         if name == "sweep":
             p.add_argument("--out", default="runs/sweep.jsonl", help="JSON Lines results file (default %(default)s)")
-            p.add_argument("--plot", metavar="PNG", help="also write the sweep chart here")
+            p.add_argument("--plot", metavar="PNG", help="where the sweep chart goes (default: beside --out, "
+                                                         "as .png)")
+            p.add_argument("--no-plot", action="store_true", help="write no chart")
             p.add_argument("--no-resume", action="store_true", help="rerun configs already in --out (appends)")
         p.set_defaults(func={"run": cmd_run, "sweep": cmd_sweep}[name])
 

@@ -279,6 +279,10 @@ def _run_locked(configs, out_path, steps, warmup, resume, progress, runner) -> l
         labels = sweep_labels([{"config": c.to_dict()} for c in configs])
         bar = tqdm(total=len(configs), desc="sweep", unit="run", file=sys.stderr)
 
+    resumed = sum(run_key(cfg.key(), steps, warmup) in done for cfg in configs)
+    if progress and resumed:          # a rerun is not new measurements: say so before the bar shows them done
+        print(f"resumed: {resumed} of {len(configs)} runs already measured in {out_path} are read back, not rerun "
+              "(resume=False, or --no-resume, measures them again)", file=sys.stderr)
     records = []
     try:
         for i, cfg in enumerate(configs):

@@ -124,6 +124,19 @@ def test_sweep_default_grid_and_plot(monkeypatch, tmp_path, capsys):
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(records) == 8
     assert {tuple(r["config"]["lora_targets"]) for r in records} == {("q_proj", "v_proj"), ("q_proj",)}
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"                  # the chart by default, beside --out
+
+
+def test_a_rerun_of_a_sweep_says_what_it_read_back_and_where_the_records_are(monkeypatch, tmp_path, capsys):
+    import labkit.experiment
+    monkeypatch.setattr(labkit.experiment, "run", _fake_run("ok"))
+    out = tmp_path / "s.jsonl"
+    argv = ["sweep", "--out", str(out), "--micro-batch", "1,2", "--no-plot"]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "resumed" not in err and f"records in {out}" in err and not (tmp_path / "s.png").exists()
+    assert cli.main(argv + ["--checkpointing", "on"]) == 0 and cli.main(argv + ["--micro-batch", "1,2,4"]) == 0
+    assert f"resumed: 2 of 3 runs already measured in {out}" in capsys.readouterr().err
 
 
 def test_run_tiny_for_real():
