@@ -19,7 +19,8 @@ WIDTH = 100
 WIDGETS_MISSING = [       # one command a line, so none is broken by wrapping
     "widgets are not showing here, so this is the lab's text view. To see the panel:",
     "  · JupyterLab, Notebook 7: pip install ipywidgets (in this kernel's environment), reload the page",
-    "  · classic Notebook 6: jupyter nbextension enable --py widgetsnbextension, then reload",
+    "  · classic Notebook 6: pip install widgetsnbextension, then",
+    "    jupyter nbextension enable --py --sys-prefix widgetsnbextension, then reload",
     "  · VS Code: install the Jupyter extension",
     "  · Colab: from google.colab import output; output.enable_custom_widget_manager()",
     "Until then drive it from code: panel.set(micro_batch=4), panel.run(), print(panel.text_view()).",

@@ -212,19 +212,19 @@ class LabView(W.VBox):
         self.readout.value = f"<div style='{BLOCK}'>{text}</div>"
 
     # -- the controls: live runs or a reference set --------------------------------------------------------------------
-    def use_reference(self, name: str):
+    def use_reference(self, name: str) -> None:
         """Replay the reference set `name`: the model and the controls switch to what it recorded, Run gives way
-        to Replay. The same as choosing it under "results from". ValueError for a set that is not recorded."""
+        to Replay. The same as choosing it under "results from". ValueError for a set that is not recorded.
+        Returns nothing, so the cell that calls it shows no second panel."""
         names = reference_sets()
         if name not in names:
             raise ValueError(f"unknown reference set {name!r}; recorded sets: {', '.join(names) or 'none'}")
         self.reference_dropdown.value = name
-        return self
 
-    def use_live(self):
-        """Back to runs in this kernel, with the live controls as they were."""
+    def use_live(self) -> None:
+        """Back to runs in this kernel, with the live controls as they were. Returns nothing, so the cell that
+        calls it shows no second panel."""
         self.reference_dropdown.value = LIVE
-        return self
 
     def _on_source_chosen(self, change):
         choice = change["new"]

@@ -374,7 +374,8 @@ def test_without_widgets_the_panel_is_readable_text():
     text = data["text/plain"]                                               # … the others: this
     assert text.startswith("QLoRA Memory Lab (text view)")
     assert "widgets are not showing" in text and "pip install ipywidgets" in text
-    assert "jupyter nbextension enable --py widgetsnbextension" in text and "panel.run()" in text
+    assert "jupyter nbextension enable --py --sys-prefix widgetsnbextension" in text and "panel.run()" in text
+    assert "pip install widgetsnbextension" in text
     assert "settings: gradient checkpointing on · precision auto · micro-batch 2 × accumulation 4" in text
     assert "no runs yet" in text
     lab.run()
@@ -765,3 +766,8 @@ def test_gpu_control_is_real_with_two_gpus_visible():
     one = live_controls(RunConfig(num_gpus=1), True, options, gpus_visible=1)["num_gpus"]
     assert (real.description, list(real.options)) == ("GPUs (DDP)", [1, 2])
     assert (one.description, list(one.options)) == ("GPUs (arithmetic)", [1, 2, 4, 8])
+
+
+def test_switching_the_source_returns_nothing_so_a_cell_shows_one_panel():
+    lab, _ = make_lab()
+    assert lab.use_reference(GPU_SET) is None and lab.use_live() is None
