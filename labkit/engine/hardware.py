@@ -141,6 +141,20 @@ def _memory(n) -> str:
     return "unknown" if n is None else fmt_bytes(n)
 
 
+def cpu_bf16_line(constants: dict | None) -> str:
+    """bf16 against fp32 on this CPU, from what `labkit calibrate` measured (matmul FLOP/s), never from a rule of
+    thumb: CPUs with bf16 instructions (AVX-512 BF16, AMX) run it faster, others emulate it slower."""
+    flops = (constants or {}).get("flops_per_s") or {}
+    if not ("fp32" in flops and "bf16" in flops):
+        return ("  bf16 on the CPU: it runs; faster or slower than fp32 depends on the CPU's bf16 instructions "
+                "(labkit calibrate measures both)")
+    fast = "bf16" if flops["bf16"] > flops["fp32"] else "fp32"
+    line = (f"  bf16 on the CPU: matmuls measured at {flops['bf16'] / 1e9:.0f} GFLOP/s against fp32's "
+            f"{flops['fp32'] / 1e9:.0f} (labkit calibrate, {constants.get('date') or 'undated'}): {fast} is faster "
+            "here")
+    return line + ("; 'auto' still runs fp32 on a CPU, precision='bf16' asks for it" if fast == "bf16" else "")
+
+
 def format_doctor(facts: dict) -> str:
     """The doctor's report, one fact per line, with the advice that follows from it."""
     ok, warn = "✓", "!"
@@ -166,7 +180,7 @@ def format_doctor(facts: dict) -> str:
                 line += " — that is emulation, slow: decide from the capability"
         lines.append(line)
     else:
-        lines.append("  bf16 on the CPU: it runs, but fp32 is the fast choice here")
+        lines.append(cpu_bf16_line(facts.get("time_constants")))
     lines.append(f"  recommended precision: {facts['recommended_precision']}")
 
     v = facts["versions"]

@@ -151,3 +151,15 @@ def test_doctor_check_exit_codes(monkeypatch, capsys):
     monkeypatch.setattr(hardware, "device_facts", lambda *a, **k: _facts(versions={"torch": "2.5"}))
     assert cli.main(["doctor", "--check", "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["ready"] is False
+
+
+def test_the_doctor_says_which_precision_is_faster_on_a_cpu_from_measurements_only():
+    from labkit.engine.hardware import cpu_bf16_line
+    measured = {"flops_per_s": {"fp32": 210e9, "bf16": 865e9}, "date": "2026-12-07"}
+    assert "865 GFLOP/s against fp32's 210" in cpu_bf16_line(measured)
+    assert "bf16 is faster here; 'auto' still runs fp32" in cpu_bf16_line(measured)
+    slow = {"flops_per_s": {"fp32": 133e9, "bf16": 3e9}, "date": "2026-12-07"}
+    assert "fp32 is faster here" in cpu_bf16_line(slow) and "auto" not in cpu_bf16_line(slow)
+    for unmeasured in (None, {"flops_per_s": {"fp32": 1e11}}):
+        line = cpu_bf16_line(unmeasured)
+        assert "faster here" not in line and "labkit calibrate measures both" in line
