@@ -9,8 +9,8 @@
     labkit run --t4-profile --model llama-3.2-1b --weights random --json     # a bigger GPU capped to a T4's memory
     labkit exercises [--check]                      # regenerate exercises/ from solutions/
 
-`run`, `sweep` and `search` take `--t4-profile`: the process is capped at a Colab T4's 14.75 GiB before anything
-is allocated on the GPU, so a bigger GPU runs out of memory where a T4 would (records say "t4-profile").
+`run`, `sweep` and `search` take `--t4-profile`: the process is capped at a Colab T4's 14.75 GiB, less the CUDA
+context a T4 pays out of them, before anything is allocated on the GPU, so a bigger GPU runs out of memory where a T4 would (records say "t4-profile").
 
 Bad input gives one line on stderr, "labkit: error: …", and exit code 2, whichever command and whichever check
 found it (the same checks as `labkit.RunConfig`, `labkit.run` and the lab). Advice that does not stop a run is one

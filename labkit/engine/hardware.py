@@ -5,7 +5,8 @@ Two rules the course teaches live here:
   `torch.cuda.is_bf16_supported()`: on a T4 (7.5) that call can answer True because bf16 runs through emulation,
   slowly. We report both, side by side, so the trap is visible.
 - A bigger GPU can stand in for a T4's memory: `t4_profile()` caps this process at the 15,835,660,288 bytes
-  (14.75 GiB) that Colab reports for a T4. Figures taken that way are "T4-profile", not T4.
+  (14.75 GiB) that Colab reports for a T4, less the CUDA context a T4 pays out of them. Figures taken that way are
+  "T4-profile", not T4.
 """
 from __future__ import annotations
 
@@ -235,24 +236,35 @@ def preflight(facts: dict) -> tuple[bool, list[str]]:
     return ready, lines
 
 
-def t4_profile(fraction_of: int = T4_TOTAL_MEMORY, device=None) -> float:
-    """Cap this process's CUDA allocations at `fraction_of` bytes (default: a Colab T4's 14.75 GiB), so that a
-    bigger GPU OOMs where a T4 would. Returns the fraction of this GPU's memory that was set (1.0 if the GPU is
-    already no bigger). Pair it with precision='fp16' and SDPA, and label the results 'T4-profile', not T4.
+def t4_profile(fraction_of: int | None = None, device=None) -> float:
+    """Cap this process's CUDA allocations so that a bigger GPU OOMs where a T4 would. Returns the fraction of this
+    GPU's memory that was set (1.0 if the GPU is already no bigger). Pair it with precision='fp16' and SDPA, and
+    label the results 'T4-profile', not T4.
 
-    fraction = fraction_of / total_memory, e.g. on an 80 GiB H100: 15,835,660,288 / 85,520,809,984 ≈ 0.185.
+    The cap binds the caching allocator only, while on a real T4 the CUDA context comes out of the same 14.75 GiB.
+    So by default the cap is a T4's total less the context this process already holds here (what the GPU reports
+    in use that the allocator did not reserve; measured 0.65 GB on an H100, likely more than a T4's, so the
+    profile errs towards an OOM a T4 might not have, never towards a fit it would not). `fraction_of`: the cap in
+    bytes, as given.
+
+    fraction = cap / total_memory, e.g. on an 80 GiB H100: (15,835,660,288 − 650,000,000) / 85,520,809,984 ≈ 0.178.
     """
     import torch
 
     if not torch.cuda.is_available():
         raise ValueError("t4_profile needs a CUDA GPU: on the CPU there is no per-process memory fraction to set")
-    if not isinstance(fraction_of, int) or isinstance(fraction_of, bool) or fraction_of <= 0:
+    if fraction_of is not None and (not isinstance(fraction_of, int) or isinstance(fraction_of, bool)
+                                    or fraction_of <= 0):
         raise ValueError(f"fraction_of must be a positive number of bytes, got {fraction_of!r}")
     dev = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
     if dev.type != "cuda":
         raise ValueError(f"t4_profile needs a CUDA device, got {str(dev)!r}")
     index = dev.index if dev.index is not None else torch.cuda.current_device()
     total = torch.cuda.get_device_properties(index).total_memory
+    if fraction_of is None:
+        free, _ = torch.cuda.mem_get_info(index)
+        context = max(0, total - free - torch.cuda.memory_reserved(index))   # this process's context (+ others')
+        fraction_of = T4_TOTAL_MEMORY - context
     fraction = min(1.0, fraction_of / total)
     torch.cuda.set_per_process_memory_fraction(fraction, index)
     global _T4_PROFILE
