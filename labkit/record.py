@@ -30,6 +30,8 @@ from typing import Any
 from labkit.config import LabkitWarning
 
 SCHEMA = 3
+# The phases of a step in which ops are counted and timed, measured (engine.op_count) and predicted (theory)
+PHASES = ("forward", "recompute", "backward")
 
 
 class _Part(Mapping):

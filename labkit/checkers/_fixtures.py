@@ -13,9 +13,9 @@ import torch
 
 from labkit import theory
 from labkit.config import RunConfig
+from labkit.engine.hardware import T4_TOTAL_MEMORY  # noqa: F401 — what Colab's T4 reports (14.75 GiB), re-exported
 from labkit.shapes import PRESETS, ModelShape, resolve_shape
 
-T4_TOTAL_MEMORY = 15_835_660_288          # what Colab's T4 reports as total_memory (14.75 GiB)
 FP16_MAX = 65504.0                        # the largest finite fp16 value; past it a value becomes inf
 
 SEVEN_B = ModelShape("llama", 4096, 11008, 32, 32, 32, 32000, tied=False)    # the source lesson's 7B example

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from labkit import fresh
 from labkit.config import RunConfig
+from labkit.units import GiB, MiB
 
-MiB, GiB = 1024 ** 2, 1024 ** 3
 EXPANDABLE = "expandable_segments:True"
 
 # (name, pad every batch to seq_len?, allocator setting in the child's environment)

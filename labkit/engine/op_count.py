@@ -36,7 +36,7 @@ from contextlib import contextmanager
 
 import torch
 
-PHASES = ("forward", "recompute", "backward")
+from labkit.record import PHASES
 
 _local = threading.local()
 

@@ -39,11 +39,10 @@ import torch
 
 from labkit.engine import data, measure, notices, op_count, rank_context
 from labkit.config import RunConfig, check_steps
+from labkit.units import GiB, MiB
 from labkit.engine.device import budget_labels, run_setup
 from labkit.engine.models import TORCH_DTYPES, load_model, tokenizer_for
 
-GiB = 1024 ** 3
-MiB = 1024 ** 2
 HELD_BEFORE_WARN_BYTES = 256 * MiB     # above this, a record warns that memory was already held when it began
 
 

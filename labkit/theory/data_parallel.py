@@ -20,9 +20,9 @@ import re
 
 from labkit.config import RunConfig
 from labkit.shapes import ModelShape
+from labkit.units import MiB
 from labkit.theory.resident import ADAPTER_BYTES, trainable_params
 
-MiB = 1024 ** 2
 DDP_BUCKET_CAP_BYTES = 25 * MiB      # torch DistributedDataParallel(bucket_cap_mb=25), the default
 DDP_FIRST_BUCKET_BYTES = 1 * MiB     # torch.distributed._DEFAULT_FIRST_BUCKET_BYTES: the first bucket is small
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-PHASES = ("forward", "recompute", "backward")
+from labkit.record import PHASES
+
 DETACH = "aten.detach"
 
 

@@ -50,10 +50,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from labkit.config import DTYPE_BYTES, RunConfig
+from labkit.record import PHASES
 from labkit.shapes import ModelShape
 from labkit.theory.device_constants import DeviceConstants, _interpolate, device_constants
 
-PHASES = ("forward", "recompute", "backward")
 OVERHEAD_PHASES = PHASES + ("optimizer",)
 
 
