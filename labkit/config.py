@@ -199,6 +199,7 @@ def validate(cfg: RunConfig) -> None:
     (`run_precision_refusal`) come later, because a config can be written on one machine and run on another."""
     if not isinstance(cfg.model, str) or not cfg.model.strip():
         raise ValueError(f"model must be a preset name or a path, got {cfg.model!r}")
+    check_text("model", cfg.model)
     for name, minimum in COUNTS.items():
         _positive_int(name, getattr(cfg, name), minimum)
     if cfg.eval_micro_batch is not None:
@@ -225,6 +226,17 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(f"unknown LoRA target(s) {', '.join(bad)}; choose from {', '.join(PROJECTIONS)}")
     if len(set(cfg.lora_targets)) != len(cfg.lora_targets):
         raise ValueError("lora_targets lists a projection twice")
+
+
+def check_text(name: str, text: str) -> None:
+    """A name or path the kit will print and write into records (JSON, UTF-8): it must be text UTF-8 can hold. A
+    file name made of bytes no encoding reads arrives as lone surrogates (Python's surrogateescape) and would fail
+    later, mid-print or mid-write; it is refused here."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{name} {ascii(text)} is not valid UTF-8 text (a file name with bytes no encoding reads); "
+                         "rename it") from None
 
 
 def check_steps(steps, warmup) -> None:

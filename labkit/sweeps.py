@@ -25,7 +25,7 @@ import sys
 import time
 import warnings
 
-from labkit.config import LabkitWarning, RunConfig, check_configs, check_steps
+from labkit.config import LabkitWarning, RunConfig, check_configs, check_steps, check_text
 from labkit.record import RunRecord, build, read_jsonl, write_jsonl
 
 # statuses that count as a finished result on resume; an "error" run is tried again
@@ -96,6 +96,7 @@ def lock_path(out_path) -> str:
 def check_output_path(out_path, what: str = "sweep output") -> None:
     """Refuse, before any run, an output that could not be written: a directory, a file that is not writable, or a
     folder that neither exists nor can be created (the nearest folder that exists must be writable)."""
+    check_text(what, os.fspath(out_path))
     path = os.path.abspath(os.fspath(out_path))
     if os.path.isdir(path):
         example = os.path.join(out_path, "sweep.jsonl")
@@ -126,6 +127,7 @@ def plot_formats() -> list[str]:
 def check_plot_path(plot_path, what: str = "plot") -> None:
     """Refuse, before any run, a chart path matplotlib could not write: a type it does not know (x.txt), no type at
     all (matplotlib would add .png to the name), a folder, or a folder that does not exist or is not writable."""
+    check_text(what, os.fspath(plot_path))
     if not os.fspath(plot_path).strip():
         raise ValueError(f"{what} is empty; give a file name such as runs/sweep.png")
     path = os.path.abspath(os.fspath(plot_path))

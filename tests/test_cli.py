@@ -466,3 +466,20 @@ def test_the_search_says_when_its_answer_is_only_the_ceiling_or_nothing_fits():
     assert "fits: 4   [" in format_search(wall)
     none = {"best": None, "labels": ["budget-simulated"], "trail": [{**ok, "status": "oom"}]}
     assert "none: even micro-batch 1 does not fit the memory budget" in format_search(none)
+
+
+def test_file_names_that_are_not_utf8_are_refused_in_one_line(tmp_path):
+    """A valid config.json whose name holds a byte no encoding reads (b'\\xff'): the kit would print it and write
+    it into records, which fails mid-way under UTF-8 (PYTHONIOENCODING=utf-8); refused at once instead."""
+    folder = os.fsencode(tmp_path)
+    bad = folder + b"/mod\xffel.json"
+    from labkit.shapes import PRESETS
+    with open(bad, "w") as f:
+        json.dump(PRESETS["tiny"].shape.to_hf_config().to_dict(), f)
+    env = {**ENV, "PYTHONIOENCODING": "utf-8"}
+    for argv in ([b"estimate", b"--model", bad], [b"sweep", b"--out", folder + b"/r\xff.jsonl"],
+                 [b"sweep", b"--plot", folder + b"/c\xff.png"]):
+        p = subprocess.run([sys.executable, "-m", "labkit", *argv], cwd=tmp_path, env=env, capture_output=True,
+                           timeout=120)
+        err = p.stderr.decode("utf-8")
+        assert p.returncode == 2 and err.count("\n") == 1 and "is not valid UTF-8 text" in err, err
