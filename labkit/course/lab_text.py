@@ -15,15 +15,19 @@ from labkit.report.html import HISTORY_HEAD, history_cells, history_fields, resu
 from labkit.report.text import config_label
 from labkit.units import fmt_budget, fmt_row
 
-WIDTH = 100
+# 80 characters a line: what a narrow output shows whole (classic Notebook 6 at 1024 px wraps longer lines, mid-word)
+WIDTH = 80
 WIDGETS_MISSING = [       # one command a line, so none is broken by wrapping
     "widgets are not showing here, so this is the lab's text view. To see the panel:",
-    "  · JupyterLab, Notebook 7: pip install ipywidgets (in this kernel's environment), reload the page",
+    "  · JupyterLab, Notebook 7: in this kernel's environment",
+    "    pip install ipywidgets, then reload the page",
     "  · classic Notebook 6: pip install widgetsnbextension, then",
     "    jupyter nbextension enable --py --sys-prefix widgetsnbextension, then reload",
     "  · VS Code: install the Jupyter extension",
-    "  · Colab: from google.colab import output; output.enable_custom_widget_manager()",
-    "Until then drive it from code: panel.set(micro_batch=4), panel.run(), print(panel.text_view()).",
+    "  · Colab: from google.colab import output",
+    "    output.enable_custom_widget_manager()",
+    "Until then drive it from code: panel.set(micro_batch=4), panel.run(),",
+    "print(panel.text_view()).",
 ]
 RESULT_FIELDS = ("gradient_checkpointing", "micro_batch", "grad_accum", "precision", "seq_len", "lora_r")
 
