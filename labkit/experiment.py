@@ -6,14 +6,17 @@ other, so a measured figure cannot come from a formula, nor a prediction from a 
 from __future__ import annotations
 
 import datetime
+import functools
 import os
+import warnings
 
 import labkit
 from labkit import theory
-from labkit.config import (RunConfig, check_callback, check_config, check_device, check_steps,
+from labkit.config import (LabkitWarning, RunConfig, check_callback, check_config, check_device, check_steps,
                            rule_warnings)
 from labkit.record import RunRecord, build
-from labkit.engine.calibrate import cached_calibration
+from labkit.engine import notices
+from labkit.engine.calibrate import cached_calibration, calibrate
 from labkit.engine.runner import measure_run
 from labkit.engine.data_parallel import measure_data_parallel
 from labkit.engine.device import run_setup
@@ -95,12 +98,34 @@ def run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = No
     else:
         measured = measure_run(cfg, steps, warmup, device, weights, progress, on_step)
     padding = measured["measured"]["batch_has_padding"]
-    prediction = _theory(cfg, measured["resolved"]["precision"], measured["device"],
-                         padding if padding is not None else cfg.pad_to_seq_len,
-                         measured["measured"].get("aten_ops"))
+    theory_of = functools.partial(_theory, cfg, measured["resolved"]["precision"], measured["device"],
+                                  padding if padding is not None else cfg.pad_to_seq_len,
+                                  measured["measured"].get("aten_ops"))
+    prediction = theory_of()
+    if prediction["time"]["total_s"] is None and prediction["time"]["constants"] is None \
+            and calibrate_once((measured.get("device") or {}).get("type") or "cpu"):          # the first run that needs constants here
+        prediction = theory_of()
     record = _record(cfg, measured, prediction)
     record.run = {"steps": steps, "warmup": warmup, "weights": weights}
     return record
+
+
+AUTO_CALIBRATION_NOTE = ("calibrating this machine's time constants once, so that runs carry a time theory "
+                         "(a few seconds; cached for next time: `labkit calibrate` redoes it)")
+
+
+def calibrate_once(device_type: str) -> bool:
+    """Measure this device's time constants after a run that found none (a CPU, a GPU without a data sheet),
+    saying so in one line where the kit's notes go (a notebook's output, the command line's stderr). The run's
+    own figures are already taken. True when constants are now cached; a failed calibration is one warning."""
+    notices.say(AUTO_CALIBRATION_NOTE)
+    try:
+        calibrate(device_type)
+    except Exception as e:  # noqa: BLE001 — the run stands without a time theory, as before
+        warnings.warn(f"the calibration failed ({type(e).__name__}: {e}); this record has no time theory",
+                      LabkitWarning, stacklevel=3)
+        return False
+    return True
 
 
 def estimate(cfg: RunConfig, device: str | None = None, padding_mask: bool = True) -> RunRecord:

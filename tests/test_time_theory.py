@@ -362,3 +362,41 @@ def test_a_damaged_calibration_cache_is_set_aside_said_once_and_measured_again(d
     with open(path, "w") as f:
         json.dump(whole, f)
     assert calibrate.cached_calibration("cpu")["source"] == "calibrated on test"   # a whole one is read as is
+
+
+def test_the_first_run_that_needs_constants_calibrates_once_and_says_so(tmp_path, monkeypatch, capsys):
+    """A machine never calibrated: the first real run measures the constants (one line where the notes go), its
+    record carries the time theory, and the next run finds them cached. A calibration that fails is one warning,
+    and the record stands without a time theory."""
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    import labkit
+    from labkit import experiment
+    from labkit.config import LabkitWarning
+    from labkit.engine import calibrate
+    identity = calibrate.device_identity("cpu")
+    whole = {**identity, "date": "2026-12-07", "source": "calibrated on test", "flops_per_s": {"fp32": 5e10},
+             "bytes_per_s": 1e10, "overhead_s_per_op": {p: 4e-5 for p in theory.time.OVERHEAD_PHASES}}
+    calls = []
+
+    def measure(device=None, **kwargs):
+        calls.append(device)
+        os.makedirs(os.path.dirname(calibrate.cache_path(identity)), exist_ok=True)
+        with open(calibrate.cache_path(identity), "w") as f:
+            json.dump(whole, f)
+        return whole
+
+    def broken(device=None, **kwargs):
+        raise RuntimeError("no clock here")
+
+    small = RunConfig(seq_len=32, micro_batch=1, grad_accum=1)
+    monkeypatch.setattr(experiment, "calibrate", broken)
+    with pytest.warns(LabkitWarning, match="the calibration failed .RuntimeError: no clock here."):
+        rec = labkit.run(small, steps=1, warmup=0)
+    assert rec.status == "ok" and rec.theory.time["total_s"] is None
+    monkeypatch.setattr(experiment, "calibrate", measure)
+    first = labkit.run(small, steps=1, warmup=0)
+    second = labkit.run(small, steps=1, warmup=0)
+    assert calls == ["cpu"] and capsys.readouterr().out.count(experiment.AUTO_CALIBRATION_NOTE) == 2
+    assert first.theory.time["constants"]["source"] == "calibrated on test" and first.theory.time["total_s"] > 0
+    assert second.theory.time["total_s"] == first.theory.time["total_s"]
+    assert labkit.estimate(small).theory.time["total_s"] > 0        # an estimate reads them too, measures nothing

@@ -84,6 +84,13 @@ def send_notes_to(stream_name: str) -> None:
     _stream_name = stream_name
 
 
+def say(text: str) -> None:
+    """One calm line from the kit itself, where the notes go (never on a notebook's stderr, never in --json's
+    stdout)."""
+    if _stream_name != "off":
+        print(text, file=getattr(sys, _stream_name), flush=True)
+
+
 def handover() -> tuple[str, tuple[str, ...]]:
     """What a child process needs to speak as this one would: where notes go, and the notes already said."""
     return _stream_name, tuple(sorted(_Decided.said))
