@@ -261,7 +261,9 @@ def t4_profile(fraction_of: int | None = None, device=None) -> float:
         raise ValueError(f"t4_profile needs a CUDA device, got {str(dev)!r}")
     index = dev.index if dev.index is not None else torch.cuda.current_device()
     total = torch.cuda.get_device_properties(index).total_memory
-    if fraction_of is None:
+    if fraction_of is None and total <= T4_TOTAL_MEMORY:
+        fraction_of = total                    # a T4 (or smaller): its own context is already paid, no cap
+    elif fraction_of is None:
         free, _ = torch.cuda.mem_get_info(index)
         context = max(0, total - free - torch.cuda.memory_reserved(index))   # this process's context (+ others')
         fraction_of = T4_TOTAL_MEMORY - context

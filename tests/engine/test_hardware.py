@@ -102,11 +102,17 @@ def test_ampere_recommends_bf16(monkeypatch, offline):
 
 
 def test_t4_profile_fraction(monkeypatch):
+    """The cap is a T4's 14.75 GiB less the CUDA context a real T4 pays out of them, taken as the one this process
+    holds here (what the GPU reports in use that the allocator did not reserve; 256 MiB in this pretend GPU)."""
+    import labkit.engine.hardware as hardware
+    monkeypatch.setattr(hardware, "_T4_PROFILE", False)          # put back after the test, whatever it sets
     h100 = 85_520_809_984
     calls = _pretend_gpu(monkeypatch, "NVIDIA H100 80GB HBM3", 9, 0, h100, bf16_says=True)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda i: 2 ** 20)
     frac = t4_profile()
-    assert frac == pytest.approx(T4_TOTAL_MEMORY / h100) and calls == [(frac, 0)]
-    assert 0.18 < frac < 0.19
+    assert frac == pytest.approx((T4_TOTAL_MEMORY - (2 ** 28 - 2 ** 20)) / h100) and calls == [(frac, 0)]
+    assert 0.18 < frac < 0.19 and hardware.t4_profile_active()
+    assert t4_profile(fraction_of=10 ** 9) == pytest.approx(10 ** 9 / h100)      # a cap given is kept as given
     # a GPU no bigger than a T4 is not capped below itself
     calls = _pretend_gpu(monkeypatch, "Tesla T4", 7, 5, T4_TOTAL_MEMORY, bf16_says=True)
     assert t4_profile() == 1.0
