@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from labkit import theory
-from labkit.theory.activations import _layer_saved as layer_saved
+from labkit.theory.activations import layer_saved as layer_saved
 from labkit.config import RunConfig
 from labkit.shapes import PRESETS, ModelShape
 

@@ -333,7 +333,7 @@ def _probe_phases(checkpointing: bool, device: str, precision: str, repeats: int
     from labkit.engine import data
     from labkit.engine.models import load_model, quiet_loading
     from labkit.engine.op_count import OpCounter
-    from labkit.engine.runner import _autocast, label_tokens
+    from labkit.engine.runner import autocast, label_tokens
 
     cfg = RunConfig(model=_probe_model_path(), seq_len=PROBE_SEQ, micro_batch=1, grad_accum=1,
                     gradient_checkpointing=checkpointing, precision=precision)
@@ -345,7 +345,7 @@ def _probe_phases(checkpointing: bool, device: str, precision: str, repeats: int
     n = label_tokens(batch)
 
     def forward():
-        with _autocast(device, precision):
+        with autocast(device, precision):
             return model(**batch, num_items_in_batch=n).loss
 
     times = {"forward": [], "backward": []}

@@ -100,7 +100,7 @@ def held_before(device: str) -> dict:
     return out
 
 
-def _autocast(device: str, precision: str):
+def autocast(device: str, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=TORCH_DTYPES[precision])
@@ -170,7 +170,7 @@ def forward_backward(model, batch: dict, n_items: int, device: str, precision: s
     Returns (loss value, saved bytes or None).
     """
     saved = None
-    with (ops or contextlib.nullcontext()), _autocast(device, precision):
+    with (ops or contextlib.nullcontext()), autocast(device, precision):
         if meter:                  # a `with`, not a lambda: a closure would keep the model alive in a traceback
             with measure.SavedTensorMeter(model) as counted:
                 out = model(**batch, num_items_in_batch=n_items)

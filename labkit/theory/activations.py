@@ -146,7 +146,7 @@ def logits_transient(shape: ModelShape, cfg: RunConfig, precision: str) -> int:
     return TV * c + 2 * TV * 4
 
 
-def _layer_saved(shape: ModelShape, cfg: RunConfig, precision: str, padding_mask: bool, device_type: str,
+def layer_saved(shape: ModelShape, cfg: RunConfig, precision: str, padding_mask: bool, device_type: str,
                  first: bool) -> int:
     """What one decoder layer saves without checkpointing: the first layer (its input needs no gradient) or any
     other one. Read off `saved_activations` of a 1- and a 2-layer model; the once-per-model terms (final norm, RoPE
@@ -170,7 +170,7 @@ def recompute_bytes(shape: ModelShape, cfg: RunConfig, precision: str, padding_m
         return 0
     T = cfg.micro_batch * cfg.seq_len
     shared_input = T * shape.hidden * 4 if DTYPE_BYTES[precision] == 4 else 0
-    return _layer_saved(shape, cfg, precision, padding_mask, device_type, first=False) - shared_input
+    return layer_saved(shape, cfg, precision, padding_mask, device_type, first=False) - shared_input
 
 
 def simple_rule_activations(shape: ModelShape, cfg: RunConfig) -> int:

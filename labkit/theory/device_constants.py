@@ -103,13 +103,13 @@ class DeviceConstants:
         curve = self.flops_by_size.get(precision)
         if not curve:
             return self.flops_per_s.get(precision)
-        return _interpolate(curve, (max(flops_per_op, 2.0) / 2) ** (1 / 3))
+        return interpolate(curve, (max(flops_per_op, 2.0) / 2) ** (1 / 3))
 
     def bytes_rate(self, bytes_per_op: float, precision: str | None = None) -> float:
         """B for one op that moves this many bytes: read off the calibrated elementwise op of this precision, else
         the calibrated copies, at that size; or the data sheet's bandwidth."""
         curve = self.elementwise_by_size.get(precision) or self.bytes_by_size
-        return _interpolate(curve, bytes_per_op) if curve else self.bytes_per_s
+        return interpolate(curve, bytes_per_op) if curve else self.bytes_per_s
 
     def for_record(self, precision: str) -> dict:
         """What a record keeps under theory.time.constants: the numbers used for this precision, and their source."""
@@ -120,7 +120,7 @@ class DeviceConstants:
                 "asynchronous": self.asynchronous}
 
 
-def _interpolate(curve: list, x: float) -> float:
+def interpolate(curve: list, x: float) -> float:
     """Linear in log(size) between the measured points; the nearest end beyond them."""
     points = sorted(curve)
     if x <= points[0][0]:

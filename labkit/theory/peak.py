@@ -6,7 +6,7 @@ import math
 
 from labkit.config import DTYPE_BYTES, RunConfig
 from labkit.shapes import ModelShape
-from labkit.theory.activations import (_layer_saved, logits_saved, logits_transient, recompute_bytes,
+from labkit.theory.activations import (layer_saved, logits_saved, logits_transient, recompute_bytes,
                                        saved_activations, simple_rule_activations)
 from labkit.theory.cuda import cuda_workspace_bytes, resident_at_peak
 from labkit.theory.resident import (ADAPTER_BYTES, NF4_BLOCK, lora_params_per_layer, optimizer_bytes,
@@ -106,8 +106,8 @@ def _layer_backward(shape, cfg, precision, padding_mask, device_type, layer: int
     """
     b, s, c = cfg.micro_batch, cfg.seq_len, DTYPE_BYTES[precision]
     T, h, i = b * s, shape.hidden, shape.intermediate
-    first = _layer_saved(shape, cfg, precision, padding_mask, device_type, first=True)
-    other = _layer_saved(shape, cfg, precision, padding_mask, device_type, first=False)
+    first = layer_saved(shape, cfg, precision, padding_mask, device_type, first=True)
+    other = layer_saved(shape, cfg, precision, padding_mask, device_type, first=False)
     if cfg.gradient_checkpointing:
         stored = (layer + 1) * T * h * c + checkpoint_shared_inputs(shape, cfg, precision, padding_mask)
         recompute = recompute_bytes(shape, cfg, precision, padding_mask, device_type)   # layer 0's too (above)

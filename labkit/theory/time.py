@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from labkit.config import DTYPE_BYTES, RunConfig
 from labkit.record import PHASES
 from labkit.shapes import ModelShape
-from labkit.theory.device_constants import DeviceConstants, _interpolate, device_constants
+from labkit.theory.device_constants import DeviceConstants, interpolate, device_constants
 
 OVERHEAD_PHASES = PHASES + ("optimizer",)
 
@@ -210,7 +210,7 @@ def _price(work: list[Work], constants: DeviceConstants, precision: str) -> tupl
     for w in work:
         rate = None
         if w.kind == "dequantize" and constants.dequantize_by_size:
-            rate = _interpolate(constants.dequantize_by_size, w.elements / w.count)
+            rate = interpolate(constants.dequantize_by_size, w.elements / w.count)
         elif w.kind == "random":
             rate = constants.random_elements_per_s
         if rate:                                       # calibrated: the op's own pace, counted under memory
