@@ -118,3 +118,23 @@ def test_the_checker_sees_a_violation(tmp_path, monkeypatch):
     assert labkit_imports("engine.runner") == {"theory"}
     with pytest.raises(AssertionError):
         test_theory_engine_and_report_never_import_each_other("engine.runner")
+
+
+def private_names_taken(module: str) -> list[str]:
+    """`_name`s that `module` imports from another labkit module: a private name is its own module's business."""
+    tree = ast.parse(source(module).read_text(encoding="utf-8"))
+    return [f"{node.module}.{a.name}" for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("labkit")
+            for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+
+
+@pytest.mark.parametrize("module", modules())
+def test_no_module_takes_another_modules_private_names(module):
+    assert private_names_taken(module) == [], "make it public where it is defined, or keep it there"
+
+
+def test_the_private_name_check_sees_one(tmp_path, monkeypatch):
+    (tmp_path / "theory").mkdir()
+    (tmp_path / "theory" / "peak.py").write_text("from labkit.theory.activations import _layer_saved, ok\n")
+    monkeypatch.setattr(sys.modules[__name__], "LABKIT", tmp_path)
+    assert private_names_taken("theory.peak") == ["labkit.theory.activations._layer_saved"]
