@@ -117,10 +117,10 @@ class LabkitWarning(UserWarning):
 # "false" (a non-empty string is truthy, so "off" would switch checkpointing on); numbers are finite.
 SWITCHES = ("gradient_checkpointing", "pad_to_seq_len", "prepare_kbit")
 COUNTS = {"seq_len": 8, "micro_batch": 1, "grad_accum": 1, "num_gpus": 1, "lora_r": 1, "seed": 0}   # field → minimum
-# field → maximum: far beyond any run, below what the engine can hold (torch takes seeds up to 2**64 − 1; a float
-# product of counts stays finite). A count past it is a typo, refused before any work.
+# field → maximum: far beyond any run, below what the engine can hold (the Trainer path seeds numpy, which takes
+# seeds below 2**32; a float product of counts stays finite). A count past it is a typo, refused before any work.
 MAXIMA = {"seq_len": 2 ** 22, "micro_batch": 2 ** 20, "grad_accum": 2 ** 20, "num_gpus": 2 ** 16, "lora_r": 2 ** 16,
-          "seed": 2 ** 64 - 1, "eval_micro_batch": 2 ** 20}
+          "seed": 2 ** 32 - 1, "eval_micro_batch": 2 ** 20}
 CHOICES = {"precision": PRECISIONS, "quant": QUANTS, "optim": OPTIMIZERS}
 
 
@@ -251,7 +251,9 @@ def check_device(device) -> None:
     """None (this machine's best), "cpu", "cuda" or "cuda:N"; anything else is one ValueError, before any work."""
     if device is None:
         return
-    if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:\d{1,3})?", device):
+    if type(device).__module__ == "torch" and type(device).__name__ == "device":
+        device = str(device)                            # torch.device("cuda", 1) reads as "cuda:1"
+    if not isinstance(device, str) or not re.fullmatch(r"(cpu|cuda)(:\d{1,3})?", device):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N' (or None: this machine's best), got "
                          f"{_short(device)}")
 

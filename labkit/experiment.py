@@ -103,7 +103,7 @@ def run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = No
                                   measured["measured"].get("aten_ops"))
     prediction = theory_of()
     if prediction["time"]["total_s"] is None and prediction["time"]["constants"] is None \
-            and calibrate_once((measured.get("device") or {}).get("type") or "cpu"):          # the first run that needs constants here
+            and calibrate_once((measured.get("resolved") or {}).get("device") or "cpu"):          # the first run that needs constants here
         prediction = theory_of()
     record = _record(cfg, measured, prediction)
     record.run = {"steps": steps, "warmup": warmup, "weights": weights}
@@ -114,16 +114,24 @@ AUTO_CALIBRATION_NOTE = ("calibrating this machine's time constants once, so tha
                          "(a few seconds; cached for next time: `labkit calibrate` redoes it)")
 
 
-def calibrate_once(device_type: str) -> bool:
-    """Measure this device's time constants after a run that found none (a CPU, a GPU without a data sheet),
-    saying so in one line where the kit's notes go (a notebook's output, the command line's stderr). The run's
-    own figures are already taken. True when constants are now cached; a failed calibration is one warning."""
+_CALIBRATION_FAILED: set = set()       # devices whose automatic calibration failed in this process: not retried
+
+
+def calibrate_once(device: str) -> bool:
+    """Measure the time constants of `device` (the one the run used) after a run that found none (a CPU, a GPU
+    without a data sheet), saying so in one line where the kit's notes go (a notebook's output, the command line's
+    stderr). The run's own figures are already taken. True when constants are now cached; a failed calibration is
+    one warning, and is not tried again in this process (`labkit.calibrate()` tries on request)."""
+    if device in _CALIBRATION_FAILED:
+        return False
     notices.say(AUTO_CALIBRATION_NOTE)
     try:
-        calibrate(device_type)
+        calibrate(device)
     except Exception as e:  # noqa: BLE001 — the run stands without a time theory, as before
-        warnings.warn(f"the calibration failed ({type(e).__name__}: {e}); this record has no time theory",
-                      LabkitWarning, stacklevel=3)
+        _CALIBRATION_FAILED.add(device)
+        warnings.warn(f"the calibration failed ({type(e).__name__}: {e}); this record has no time theory (not "
+                      "tried again in this session; labkit.calibrate() tries on request)", LabkitWarning,
+                      stacklevel=3)
         return False
     return True
 

@@ -270,7 +270,8 @@ def read_jsonl(path, repair: bool = False) -> list[RunRecord]:
         data = f.read()
     complete, _, tail = data.rpartition(b"\n")
     if not data.endswith(b"\n") and tail.strip():
-        if tail.lstrip().startswith(RECORD_START) and not _is_json(tail):
+        begun = tail.strip()
+        if (begun.startswith(RECORD_START) or RECORD_START.startswith(begun)) and not _is_json(tail):
             warnings.warn(f"{path}: ignoring a truncated last line ({len(tail)} bytes, a run killed mid-write)",
                           LabkitWarning, stacklevel=2)
             if repair:

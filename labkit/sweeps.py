@@ -26,6 +26,7 @@ import time
 import warnings
 
 from labkit.config import LabkitWarning, RunConfig, check_configs, check_steps, check_text
+from labkit.engine import notices
 from labkit.record import RunRecord, build, read_jsonl, write_jsonl
 
 # statuses that count as a finished result on resume; an "error" run is tried again
@@ -283,8 +284,8 @@ def _run_locked(configs, out_path, steps, warmup, resume, progress, runner) -> l
 
     resumed = sum(run_key(cfg.key(), steps, warmup) in done for cfg in configs)
     if progress and resumed:          # a rerun is not new measurements: say so before the bar shows them done
-        print(f"resumed: {resumed} of {len(configs)} runs already measured in {out_path} are read back, not rerun "
-              "(resume=False, or --no-resume, measures them again)", file=sys.stderr)
+        notices.say(f"resumed: {resumed} of {len(configs)} runs already measured in {out_path} are read back, not "
+                    "rerun (resume=False, or --no-resume, measures them again)")
     records = []
     try:
         for i, cfg in enumerate(configs):

@@ -36,6 +36,14 @@ def test_steps_are_checked_before_a_sweep_writes_and_before_the_lab_is_built(tmp
     _refused(lambda: labkit.lab(steps=steps, warmup=warmup), said)
 
 
+def test_devices_torch_names_are_taken_as_before():
+    import torch
+
+    from labkit.config import check_device
+    for device in (None, "cpu", "cpu:0", "cuda", "cuda:1", torch.device("cpu"), torch.device("cuda", 1)):
+        check_device(device)
+
+
 @pytest.mark.parametrize("device", ["banana", "gpu", 0, "cuda:x", ""])
 def test_a_device_that_is_no_device_gets_the_same_line_everywhere(device):
     said = "device must be 'cpu', 'cuda' or 'cuda:N'"

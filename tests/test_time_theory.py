@@ -389,11 +389,17 @@ def test_the_first_run_that_needs_constants_calibrates_once_and_says_so(tmp_path
         raise RuntimeError("no clock here")
 
     small = RunConfig(seq_len=32, micro_batch=1, grad_accum=1)
+    monkeypatch.setattr(experiment, "_CALIBRATION_FAILED", set())
     monkeypatch.setattr(experiment, "calibrate", broken)
     with pytest.warns(LabkitWarning, match="the calibration failed .RuntimeError: no clock here."):
         rec = labkit.run(small, steps=1, warmup=0)
     assert rec.status == "ok" and rec.theory.time["total_s"] is None
     monkeypatch.setattr(experiment, "calibrate", measure)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LabkitWarning)
+        again = labkit.run(small, steps=1, warmup=0)             # a failure is not retried at every run
+    assert calls == [] and again.theory.time["total_s"] is None
+    monkeypatch.setattr(experiment, "_CALIBRATION_FAILED", set())
     first = labkit.run(small, steps=1, warmup=0)
     second = labkit.run(small, steps=1, warmup=0)
     assert calls == ["cpu"] and capsys.readouterr().out.count(experiment.AUTO_CALIBRATION_NOTE) == 2

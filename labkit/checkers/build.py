@@ -155,8 +155,8 @@ def _plan(src_dir: Path, dst_dir: Path) -> tuple[dict[Path, str], list[Path]]:
     for path in sources:
         try:
             nb = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"cannot read {path}: {e}") from None
+        except (OSError, ValueError, RecursionError) as e:      # RecursionError: nested deeper than Python's stack
+            raise ValueError(f"cannot read {path}: {type(e).__name__}: {e}") from None
         label = f"{src_dir.name}/{path.name}"
         wanted[dst_dir / path.name] = dumps(exercise_notebook(nb, label))
     stale = []
@@ -173,7 +173,7 @@ def _generated(path: Path) -> bool:
     """Whether `path` is an exercise notebook this kit wrote (its metadata names the solution it came from)."""
     try:
         meta = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return False
     return isinstance(meta, dict) and GENERATED_KEY in meta
 

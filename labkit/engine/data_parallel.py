@@ -112,7 +112,7 @@ def unguarded_script_line() -> int | None:
     while frame is not None and not (frame.f_code.co_name == "<module>"
                                      and frame.f_globals.get("__name__") == "__main__"):
         frame = frame.f_back
-    if frame is None:
+    if frame is None or not _same_file(frame.f_code.co_filename, path):   # python -i, exec'd code: not the script
         return None
     try:
         with open(path, encoding="utf-8") as f:
@@ -120,10 +120,18 @@ def unguarded_script_line() -> int | None:
     except (OSError, ValueError, SyntaxError, RecursionError):
         return None
     line = frame.f_lineno
-    for node in tree.body:
-        if isinstance(node, ast.If) and _is_main_test(node.test) and node.lineno <= line <= node.end_lineno:
+    for node in ast.walk(tree):              # a guard anywhere (inside a try or a with), tested alone or in an `and`
+        if isinstance(node, ast.If) and any(_is_main_test(t) for t in ast.walk(node.test)) \
+                and node.lineno <= line <= node.end_lineno:
             return None
     return line
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _is_main_test(test) -> bool:

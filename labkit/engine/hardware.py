@@ -236,6 +236,9 @@ def preflight(facts: dict) -> tuple[bool, list[str]]:
     return ready, lines
 
 
+CONTEXT_AT_MOST = 3 * 2 ** 29   # 1.5 GiB: more than any CUDA context measured (H100: 0.65 GB); the rest is others'
+
+
 def t4_profile(fraction_of: int | None = None, device=None) -> float:
     """Cap this process's CUDA allocations so that a bigger GPU OOMs where a T4 would. Returns the fraction of this
     GPU's memory that was set (1.0 if the GPU is already no bigger). Pair it with precision='fp16' and SDPA, and
@@ -265,8 +268,8 @@ def t4_profile(fraction_of: int | None = None, device=None) -> float:
         fraction_of = total                    # a T4 (or smaller): its own context is already paid, no cap
     elif fraction_of is None:
         free, _ = torch.cuda.mem_get_info(index)
-        context = max(0, total - free - torch.cuda.memory_reserved(index))   # this process's context (+ others')
-        fraction_of = T4_TOTAL_MEMORY - context
+        in_use = max(0, total - free - torch.cuda.memory_reserved(index))    # this process's context, + others'
+        fraction_of = T4_TOTAL_MEMORY - min(in_use, CONTEXT_AT_MOST)     # another job's gigabytes are not ours
     fraction = min(1.0, fraction_of / total)
     torch.cuda.set_per_process_memory_fraction(fraction, index)
     global _T4_PROFILE

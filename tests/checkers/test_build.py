@@ -238,3 +238,11 @@ def test_cli_refuses_to_write_exercises_over_the_solutions(tmp_path):
                        text=True, timeout=120)
     assert p.returncode == 2 and p.stderr.startswith("labkit: error:") and p.stderr.count("\n") == 1
     assert (src / "e.ipynb").read_text(encoding="utf-8") == answer
+
+
+def test_a_source_notebook_nested_too_deep_is_one_line(tmp_path):
+    src = tmp_path / "solutions"
+    src.mkdir()
+    (src / "ex_a.ipynb").write_text("[" * 100_000, encoding="utf-8")
+    with pytest.raises(ValueError, match="cannot read .*RecursionError"):
+        build(src, tmp_path / "exercises")

@@ -210,6 +210,12 @@ if __name__ == "__main__":
     print("guarded", main())
 if "__main__" == __name__:
     print("guarded too", unguarded_script_line())
+try:
+    if __name__ == "__main__" and len(print.__name__):
+        print("guarded in a try", unguarded_script_line())
+except OSError:
+    pass
+exec("print('exec', unguarded_script_line())")
 {call}
 '''
 
@@ -223,6 +229,7 @@ def test_a_script_that_starts_ranks_at_its_top_level_is_told_to_guard_it_before_
     script.write_text(SCRIPT.replace("{call}", "labkit.run(labkit.RunConfig(num_gpus=2, seq_len=32))"))
     p = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                        timeout=300)
-    assert p.stdout.splitlines() == ["top 10", "via main 11", "guarded None", "guarded too None"]
-    assert p.returncode == 1 and "if __name__ == \"__main__\":" in p.stderr and "line 16" in p.stderr
+    assert p.stdout.splitlines() == ["top 10", "via main 11", "guarded None", "guarded too None",
+                                     "guarded in a try None", "exec None"]
+    assert p.returncode == 1 and "if __name__ == \"__main__\":" in p.stderr and "line 22" in p.stderr
     assert "ValueError" in p.stderr and "exited with code" not in p.stderr     # refused before any rank started

@@ -113,6 +113,9 @@ def test_t4_profile_fraction(monkeypatch):
     assert frac == pytest.approx((T4_TOTAL_MEMORY - (2 ** 28 - 2 ** 20)) / h100) and calls == [(frac, 0)]
     assert 0.18 < frac < 0.19 and hardware.t4_profile_active()
     assert t4_profile(fraction_of=10 ** 9) == pytest.approx(10 ** 9 / h100)      # a cap given is kept as given
+    # another job holding 20 GB of this GPU is not a T4's context: at most 1.5 GiB is taken off the cap
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: (h100 - 20 * 10 ** 9, h100))
+    assert t4_profile() * h100 == pytest.approx(T4_TOTAL_MEMORY - hardware.CONTEXT_AT_MOST)
     # a GPU no bigger than a T4 is not capped below itself
     calls = _pretend_gpu(monkeypatch, "Tesla T4", 7, 5, T4_TOTAL_MEMORY, bf16_says=True)
     assert t4_profile() == 1.0
