@@ -142,10 +142,23 @@ def _positive_int(name: str, value, minimum: int = 1, maximum: int | None = None
         raise ValueError(f"{name} must be at most {maximum:,}, got {_short(value)}")
 
 
-def _short(value) -> str:
-    """repr, cut to one readable line (a 400-digit number, a long string)."""
-    text = repr(value)
+def shorten(text: str) -> str:
+    """A value's text cut to one readable line in a message (a 400-digit number, a long string)."""
     return text if len(text) <= 60 else f"{text[:40]}… ({len(text)} characters)"
+
+
+def _short(value) -> str:
+    return shorten(repr(value))
+
+
+def is_finite(value) -> bool:
+    """A real number (never a bool) that is finite; an integer too large for a float (10**400) is not."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def is_switch(value) -> bool:
@@ -176,11 +189,7 @@ def _positive_number(name: str, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a number > 0, got {_short(value)}" + (" (a string)" if isinstance(value, str)
                                                                                else ""))
-    try:
-        finite = math.isfinite(value)
-    except OverflowError:                         # an int too large for a float, e.g. 10**400
-        finite = False
-    if not finite:
+    if not is_finite(value):
         raise ValueError(f"{name} must be finite, got {_short(value)}")
     if not value > 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")

@@ -9,13 +9,12 @@ Preset shapes are copied from each model's published config.json (course brief, 
 from __future__ import annotations
 
 import json
-import math
 import numbers
 import os
 import warnings
 from dataclasses import asdict, dataclass
 
-from labkit.config import LabkitWarning
+from labkit.config import LabkitWarning, is_finite, shorten
 
 
 @dataclass(frozen=True)
@@ -96,15 +95,7 @@ CONFIG_FIELDS = REQUIRED + OPTIONAL_COUNTS + ("hidden_act", "tie_word_embeddings
 
 def _shown(value) -> str:
     """A value as the config.json wrote it, cut to one readable line (a 400-digit number, a long string)."""
-    text = json.dumps(value) if isinstance(value, (type(None), bool, int, float, str)) else repr(value)
-    return text if len(text) <= 60 else f"{text[:40]}… ({len(text)} characters)"
-
-
-def _finite(value) -> bool:
-    try:
-        return math.isfinite(value)
-    except OverflowError:                 # an integer too large for a float
-        return False
+    return shorten(json.dumps(value) if isinstance(value, (type(None), bool, int, float, str)) else repr(value))
 
 
 # The largest a config.json's counts may be: well past today's largest open models (hidden 16384, 126 layers,
@@ -152,8 +143,7 @@ def check_model_config(cfg: dict, where: str = "model config") -> None:
         raise ValueError(f"{where}: rope_parameters must be an object, got {_shown(rope)}")
     for key, value in (("rms_norm_eps", cfg.get("rms_norm_eps")),
                        ("rope_theta", rope.get("rope_theta", cfg.get("rope_theta")))):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
-                                  or not _finite(value) or value <= 0):
+        if value is not None and (not is_finite(value) or value <= 0):
             raise ValueError(f"{where}: {key} must be a finite number > 0, got {_shown(value)}")
     act = cfg.get("hidden_act", "silu")
     if act not in ACTIVATIONS:

@@ -6,11 +6,10 @@ not offer, before anything is changed. Widgets only: nothing here runs or draws.
 """
 from __future__ import annotations
 
-import math
 
 import ipywidgets as W
 
-from labkit.config import RunConfig, native_bf16, plain, resolve_precision
+from labkit.config import RunConfig, is_finite, native_bf16, plain, resolve_precision
 from labkit.report.reference import MATCHED_FIELDS, closest_record, recorded_precisions, recorded_values
 
 LIVE = "live runs in this kernel"     # the "results from" choice that runs in this kernel instead of replaying
@@ -119,19 +118,12 @@ def budget_value(text: str, base: RunConfig | None = None) -> float | None:
     return checked_budget(gib, base)
 
 
-def _finite(x) -> bool:
-    try:
-        return math.isfinite(x)
-    except OverflowError:                         # an int too large for a float
-        return False
-
-
 def checked_budget(gib, base: RunConfig | None = None) -> float | None:
     """A budget given to `set()`: None (no budget) or a finite number of GiB that RunConfig accepts."""
     if gib is None:
         return None
     gib = plain(gib)
-    if isinstance(gib, bool) or not isinstance(gib, (int, float)) or not _finite(gib):
+    if not isinstance(gib, (int, float)) or not is_finite(gib):
         raise ValueError(f"memory_budget_gb must be a finite number of GiB, or None for no budget; got {gib!r}")
     try:
         (base or RunConfig()).replace(memory_budget_gb=float(gib))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import re
 import warnings
@@ -14,7 +13,7 @@ from importlib import metadata
 
 import torch
 
-from labkit.config import LabkitWarning
+from labkit.config import LabkitWarning, is_finite
 from labkit.engine.models import cache_dir
 
 VERSION = 1                                   # bump when what is measured changes: old cache files are not read
@@ -85,7 +84,7 @@ _CURVES_PER_PRECISION = ("flops_per_s_by_size", "elementwise_bytes_per_s_by_size
 def calibration_problem(c) -> str | None:
     """What makes `c` not a calibration the theory can use, in a few words; None when it is one."""
     def rate(x) -> bool:
-        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+        return isinstance(x, (int, float)) and is_finite(x) and x > 0
 
     def curve(x) -> bool:
         return isinstance(x, list) and bool(x) and all(isinstance(p, list) and len(p) == 2 and rate(p[0])
