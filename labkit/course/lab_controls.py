@@ -6,7 +6,6 @@ not offer, before anything is changed. Widgets only: nothing here runs or draws.
 """
 from __future__ import annotations
 
-
 import ipywidgets as W
 
 from labkit.config import RunConfig, is_finite, native_bf16, plain, resolve_precision
