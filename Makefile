@@ -43,16 +43,23 @@ UV_INSTALL := $(BIN)/uv pip install --python $(PY) $(if $(CI),--no-progress,)
 VENV_NEWEST ?= .venv-newest
 NEW_PY     := $(VENV_NEWEST)/bin/python
 
-# exercises/ is not among them: tests/checkers/test_exercises_run.py runs each one in the test process (the
-# exercises share their cells with solutions/, which nbval runs), without a Jupyter kernel per notebook.
-NB_DIRS    := $(wildcard notebooks solutions)
+# The lessons run in a Jupyter kernel each (nbval). solutions/ and exercises/ are not among them:
+# tests/checkers/test_exercises_run.py runs each one in the test process, without a kernel per notebook (their
+# cells print plain text only; a kernel would add nothing but another import of torch, transformers and peft).
+NB_DIRS    := $(wildcard notebooks)
 SANITIZE   := $(wildcard tests/nbval_sanitize.cfg)
 NBVAL_ARGS := $(if $(NB_DIRS),--nbval-lax --nbval-current-env $(if $(SANITIZE),--nbval-sanitize-with $(SANITIZE),),)
 DEMO_ARGS  ?= sweep --out runs/demo.jsonl --plot runs/demo.png
-# One pytest-xdist worker per core; a test file (a notebook is one) stays on one worker, in order. Lessons first:
-# the longest files start early, so no worker is left with a long one at the end.
+# One pytest-xdist worker per core; a test file (a notebook is one) stays on one worker, in order. Files start in
+# the order tests/conftest.py sorts them (the longest first), not in pytest-xdist's (the most tests first), so no
+# worker is left with a long one at the end.
 TEST_WORKERS ?= auto
-PARALLEL   := -n $(TEST_WORKERS) --dist loadfile
+PARALLEL   := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+# The tests start ~40 Python processes (notebook kernels, ranks, command lines), each importing torch, transformers
+# and peft. uv installs without byte-compiling, and where PYTHONDONTWRITEBYTECODE is set (many container images set
+# it) every one of them would compile those modules from source again: ~3 s each. The test commands let the first
+# one write the bytecode, and the rest read it (an empty value is "unset" to Python).
+WRITE_PYC  := env PYTHONDONTWRITEBYTECODE=
 
 .PHONY: help install lab lock test test-browser test-lowest test-newest test-timing demo clean distclean
 
@@ -126,15 +133,15 @@ lab: $(LAB_STAMP)
 		$(if $(wildcard notebooks),notebooks/,.)
 
 test: $(STAMP) $(if $(HAVE_CHROMIUM),$(BROWSER_STAMP),)
-	$(PY) -m pytest $(NB_DIRS) tests $(NBVAL_ARGS) -m "not timing" $(PARALLEL)
+	$(WRITE_PYC) $(PY) -m pytest $(NB_DIRS) tests $(NBVAL_ARGS) -m "not timing" $(PARALLEL)
 
 # The time theory against step times measured on this machine: needs a quiet machine (a loaded one stretches the
 # small ops more than the big ones), so it is not part of `make test`.
 test-timing: $(STAMP)
-	$(PY) -m pytest tests -m timing -s
+	$(WRITE_PYC) $(PY) -m pytest tests -m timing -s
 
 test-browser: $(BROWSER_STAMP)
-	$(PY) -m pytest tests/browser -m browser
+	$(WRITE_PYC) $(PY) -m pytest tests/browser -m browser
 
 # Tomorrow's break, today: everything at the newest releases the ranges admit, no lock, in a venv made anew. When it
 # passes, `make lock` takes those versions; when it fails, the lock keeps CI and learners where they were.
@@ -143,10 +150,10 @@ test-newest:
 	$(PYTHON) -m venv $(VENV_NEWEST)
 	@$(call install_torch,$(NEW_PY),)
 	$(NEW_PY) -m pip $(PIP_ARGS) --upgrade -e ".[browser]"
-	$(NEW_PY) -m pytest $(NB_DIRS) tests $(NBVAL_ARGS) -m "not timing" $(PARALLEL)
+	$(WRITE_PYC) $(NEW_PY) -m pytest $(NB_DIRS) tests $(NBVAL_ARGS) -m "not timing" $(PARALLEL)
 
 test-lowest: $(LOW_STAMP)
-	$(LOW_PY) -m pytest tests --ignore=tests/browser -m "not timing and not lessons" $(PARALLEL)
+	$(WRITE_PYC) $(LOW_PY) -m pytest tests --ignore=tests/browser -m "not timing and not lessons" $(PARALLEL)
 
 demo: $(STAMP)
 	@mkdir -p runs

@@ -33,9 +33,15 @@ def pytest_collection_finish(session):
 
 
 def pytest_collection_modifyitems(config, items):
-    # the whole-lesson executions (a minute or more each) first: pytest-xdist hands files out in this order, so a
-    # long one never starts last and leaves the other workers idle at the end
-    items.sort(key=lambda item: item.get_closest_marker("lessons") is None)
+    # Longest first: the lessons (nbval's notebooks, the whole-lesson executions), then the files marked `long`,
+    # then the rest. pytest-xdist hands files out in this order (make test passes --no-loadscope-reorder: by default
+    # it orders files by their number of tests, which put a 90-second file of 3 tests last), so the end of the run
+    # is short files that fill both workers, not one long file running alone.
+    def order(item):
+        if item.path.suffix == ".ipynb" or item.get_closest_marker("lessons") is not None:
+            return 0
+        return 1 if item.get_closest_marker("long") is not None else 2
+    items.sort(key=order)
     gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
     if not gpu_items:
         return

@@ -10,6 +10,8 @@ from labkit.engine import data
 from labkit.course import fragmentation
 from labkit.config import RunConfig
 
+pytestmark = pytest.mark.long      # half a minute or more: started early (tests/conftest.py)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -17,6 +17,8 @@ from labkit.engine import op_count
 from labkit.experiment import estimate, run
 from labkit.shapes import PRESETS
 
+pytestmark = pytest.mark.long      # half a minute or more: started early (tests/conftest.py)
+
 # The op recipes were read from transformers 5.24 and peft 0.21. At the lowest versions pyproject admits
 # (make test-lowest: transformers 5.0, peft 0.18) the Mistral-style shape moves a few ops between kinds (copy), while
 # every phase total stays within 5 %: the per-kind split is checked at the recipes' own versions only.

@@ -10,6 +10,8 @@ import pytest
 from labkit.config import RunConfig
 from labkit.experiment import run
 
+pytestmark = pytest.mark.long      # half a minute or more: started early (tests/conftest.py)
+
 TOL = 0.05
 
 

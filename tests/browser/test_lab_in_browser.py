@@ -27,7 +27,7 @@ MISSING = browser_tools_missing()
 if MISSING:
     pytest.skip(f"browser tests skipped: {MISSING}", allow_module_level=True)
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.long]
 
 LESSON = "notebooks/00_start_here.ipynb"
 SHOTS = REPO / "runs" / "browser"

@@ -27,6 +27,8 @@ from labkit.report import reference
 from labkit.report.html import result_table_html
 from labkit.report.text import CSV_COLUMNS
 
+pytestmark = pytest.mark.long      # half a minute or more: started early (tests/conftest.py)
+
 CPU_ONLY = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU layout of the lab")
 
 

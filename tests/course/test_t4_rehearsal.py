@@ -17,6 +17,8 @@ from labkit.config import RunConfig
 from labkit.engine import hardware
 from labkit.engine.device import run_setup
 
+pytestmark = pytest.mark.long      # half a minute or more: started early (tests/conftest.py)
+
 TINY = RunConfig(model="tiny", seq_len=64, micro_batch=2, grad_accum=2)
 
 

@@ -18,6 +18,8 @@ from labkit.config import RunConfig
 from labkit.engine import data, data_parallel, device, runner
 from labkit.engine.runner import label_tokens
 
+pytestmark = pytest.mark.long      # half a minute or more: started early (tests/conftest.py)
+
 # 2 ranks × mb 2 × accum 2 = 8 sequences an optimizer step = 1 process × mb 4 × accum 2; dropout 0 so that the
 # forward is a function of the weights and the batch only; adamw: bitsandbytes' 8-bit states would round
 SEQ = 256          # with the seed-0 order, the ranks' first step has 1001 and 1020 label tokens (padding differs)

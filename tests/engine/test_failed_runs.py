@@ -17,6 +17,8 @@ from labkit.engine.models import load_model, tokenizer_for
 from labkit.shapes import resolve_shape
 from labkit.engine.trainer import train_with_trainer
 
+pytestmark = pytest.mark.long      # half a minute or more: started early (tests/conftest.py)
+
 MiB = 1024 ** 2
 SLACK = 1 * MiB
 LAYERS = resolve_shape("tiny").layers                      # 4 decoder layers → 4 MLP forwards per micro-batch

@@ -17,6 +17,8 @@ import pytest
 
 from labkit.engine import notices
 
+pytestmark = pytest.mark.long      # half a minute or more: started early (tests/conftest.py)
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 FORCE_AVX512_BF16 = textwrap.dedent("""
