@@ -228,7 +228,7 @@ def test_a_second_sweep_on_the_same_file_is_refused(tmp_path, capsys):
     proc = subprocess.Popen([sys.executable, "-c", HOLD_SCRIPT, str(out), str(go)], env=_env())
     try:
         deadline = time.monotonic() + 60
-        while not os.path.exists(lock):
+        while not (os.path.exists(lock) and os.path.getsize(lock) > 0):   # created, then written: wait for both
             assert proc.poll() is None, "the first sweep ended before it took the lock"
             assert time.monotonic() < deadline, "no lock within 60 s"
             time.sleep(0.02)
