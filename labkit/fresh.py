@@ -74,6 +74,9 @@ def parse_output(stdout: str) -> dict:
 def call(argv: list[str], env: dict | None = None, timeout: float = 900) -> dict:
     """Run one `labkit … --json` child and return what it printed. ValueError when the child refused its input
     (exit 2, its one-line message); RuntimeError when it printed no record (a crash: the tail of its stderr)."""
+    from labkit.engine.hardware import hand_back_cached_gpu_memory
+
+    hand_back_cached_gpu_memory()        # the child's GPU memory must not sit in this process's cache
     done = subprocess.run(argv, env=env if env is not None else child_env(), capture_output=True, text=True,
                           timeout=timeout)
     err = done.stderr.strip().splitlines()

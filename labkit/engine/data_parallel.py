@@ -4,8 +4,8 @@
     result["ranks"]           # each rank's measured dict (saved activations, resident, peaks, step and sync time)
     result["measured"]        # rank 0's, with the effective batch's loss and tokens/s, and extra ranks_summary
 
-Each rank is a process started by `torch.multiprocessing.start_processes(…, start_method="spawn")` (so a notebook
-can start them: the target is this module's `_rank_main`), joins the default process group (NCCL on CUDA, one GPU
+Each rank is a process started by `torch.multiprocessing.start_processes` (so a notebook can start them: the target
+is this module's `_rank_main`; see `start_method` for how), joins the default process group (NCCL on CUDA, one GPU
 per rank; gloo on a CPU, where the run is labelled "cpu-processes": a stand-in that shows the arithmetic and the
 synchronisation for real, never GPU figures), loads the whole 4-bit base, and runs `runner.measure_run` with a
 `rank_context.DataParallelRank`. 2 ranks × mb 2 × accum 2 = 8 sequences an optimizer step, as 1 × mb 4 × accum 2.
@@ -60,12 +60,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_method(device_type: str) -> str:
+    """How the ranks start. On a CPU: forked from a server process that imported the engine's libraries once
+    (multiprocessing's "forkserver", preloading `rank_imports`), so a rank starts in a fraction of a second where a
+    new interpreter imports torch, transformers and peft again (~10 s each on 2 busy cores; lesson 03's CPU stand-in
+    on Colab). The server stays, idle, until this process ends, and serves the next run's ranks too. On CUDA, and
+    where a platform has no forkserver (Windows): "spawn", a new interpreter per rank, since a process must not
+    fork once the CUDA libraries have started, and importing bitsandbytes there starts them."""
+    import multiprocessing
+
+    if device_type == "cuda" or "forkserver" not in multiprocessing.get_all_start_methods():
+        return "spawn"
+    multiprocessing.get_context("forkserver").set_forkserver_preload(["labkit.engine.rank_imports"])
+    return "forkserver"
+
+
 def _rank_main(rank: int, world_size: int, cfg: RunConfig, steps: int, warmup: int, device_type: str,
                weights: str, port: int, out_dir: str, timeout_s: float, fail_rank: int | None,
-               adapters_path: str | None, notes: tuple) -> None:
+               adapters_path: str | None, notes: tuple, environ: dict) -> None:
     """One rank: join the group, run the measured steps, write the result to `out_dir/rank{r}.json`; exit 1 when
     the run failed, so the parent stops the other ranks at once. Its stdout is the parent's (a command line's
-    JSON, a notebook's cell): a calm note goes where the parent's notes go, from rank 0 only."""
+    JSON, a notebook's cell): a calm note goes where the parent's notes go, from rank 0 only. Its environment is
+    the parent's at the start of this run (a forked rank would otherwise have its server's, from the first run)."""
+    os.environ.clear()
+    os.environ.update(environ)
+
     import torch.distributed as dist
 
     from labkit.engine import notices, runner
@@ -164,7 +183,7 @@ def measure_data_parallel(cfg: RunConfig, steps: int = 3, warmup: int = 1, devic
     from torch.multiprocessing import ProcessExitedException, ProcessRaisedException, start_processes
 
     from labkit.engine.device import run_setup
-    from labkit.engine.hardware import t4_profile_active
+    from labkit.engine.hardware import hand_back_cached_gpu_memory, t4_profile_active
     from labkit.engine.models import model_source
     from labkit.config import check_steps
 
@@ -174,17 +193,18 @@ def measure_data_parallel(cfg: RunConfig, steps: int = 3, warmup: int = 1, devic
     if line is not None:
         raise ValueError(f"{sys.modules['__main__'].__file__}, line {line}: a data-parallel run started from a "
                          "script's top level: each rank is a new Python process that imports the script again "
-                         "(spawn), so put the call under `if __name__ == \"__main__\":`")
+                         "(spawn, forkserver), so put the call under `if __name__ == \"__main__\":`")
     device, dev, precision, labels = run_setup(cfg, device)      # bad precision here → ValueError before spawning
     check_world(world, dev["type"])
     if t4_profile_active():
         raise ValueError("the T4 profile caps the memory of this process only; the ranks of a data-parallel run "
                          "are new processes and would run uncapped: use --num-gpus 1 with --t4-profile")
     model_source(cfg, weights)            # build a shape-only checkpoint once here, not N times at once there
+    hand_back_cached_gpu_memory()         # rank 0 shares GPU 0 with this process: leave it what this one caches
     with tempfile.TemporaryDirectory(prefix="labkit-ranks-") as out_dir:
-        context = start_processes(_rank_main, nprocs=world, join=False, start_method="spawn",
+        context = start_processes(_rank_main, nprocs=world, join=False, start_method=start_method(dev["type"]),
                                   args=(world, cfg, steps, warmup, dev["type"], weights, free_port(), out_dir,
-                                        timeout_s, _fail_rank, adapters_path, notices.handover()))
+                                        timeout_s, _fail_rank, adapters_path, notices.handover(), dict(os.environ)))
         failure = None
         try:
             while not context.join(grace_period=5):

@@ -97,9 +97,16 @@ def handover() -> tuple[str, tuple[str, ...]]:
 
 
 def take_over(stream_name: str, said) -> None:
-    """In a child process: notes go where the parent's went, and what the parent said is not said again."""
+    """In a child process: notes go where the parent's went, and what the parent said is not said again. A note
+    decided here before, while notes were off (a forked rank: in the imports of the server it was forked from), is
+    said now, unless the parent said it."""
     send_notes_to(stream_name)
     _Decided.said.update(said)
+    for note in _Decided.held:
+        if note not in _Decided.said:
+            _Decided.said.add(note)
+            say(note)
+    _Decided.held.clear()
 
 
 @contextlib.contextmanager
@@ -125,14 +132,18 @@ class _Decided(logging.Filter):
     """On one logger: drops what NOTICES silences or notes; a note is said the first time, once per process."""
 
     said: set = set()        # the notes said in this process, shared by every logger's filter
+    held: list = []          # notes decided while notes were off, not said: take_over says them
 
     def filter(self, record: logging.LogRecord) -> bool:
         notice = decide("log", record.name, record.getMessage())
         if notice is None or notice.decision == "pass":
             return True
         if notice.decision == "note" and notice.note not in self.said:
-            self.said.add(notice.note)
-            if _stream_name != "off":
+            if _stream_name == "off":
+                if notice.note not in self.held:
+                    self.held.append(notice.note)
+            else:
+                self.said.add(notice.note)
                 print(notice.note, file=getattr(sys, _stream_name), flush=True)
         return False
 

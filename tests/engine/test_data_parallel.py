@@ -94,21 +94,23 @@ def test_the_command_line_prints_one_record_with_every_rank_and_the_big_batch_lo
     assert dp["memory_per_rank"]["peak"] == two["theory"]["peak"]   # a rank = one process with its micro-batch
 
 
-def _spawned_children() -> list[int]:
-    """Processes this one started with multiprocessing's spawn (Linux /proc: parent pid and `spawn_main` in the
-    command line), alive or zombie; multiprocessing's one resource tracker is not one of them."""
-    me, out = os.getpid(), []
+def _forkservers_and_ranks() -> tuple[list[int], list[int]]:
+    """This process's forkservers (which fork CPU ranks and stay, idle, by design) and the rank processes it
+    started, alive or zombie (Linux /proc): spawned children (`spawn_main` in the command line) and the children of
+    its forkservers; multiprocessing's one resource tracker is neither."""
+    me, procs = os.getpid(), {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/stat") as f:
                 parent = int(f.read().rsplit(")", 1)[1].split()[1])
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                spawned = b"spawn_main" in f.read()
+                procs[int(pid)] = (parent, f.read())
         except (OSError, IndexError, ValueError):
             continue
-        if parent == me and spawned:
-            out.append(int(pid))
-    return out
+    servers = [pid for pid, (parent, cmd) in procs.items() if parent == me and b"multiprocessing.forkserver" in cmd]
+    ranks = [pid for pid, (parent, cmd) in procs.items()
+             if (parent == me and b"spawn_main" in cmd) or parent in servers]
+    return servers, ranks
 
 
 def test_a_rank_that_fails_is_a_record_and_leaves_no_process_behind():
@@ -121,7 +123,16 @@ def test_a_rank_that_fails_is_a_record_and_leaves_no_process_behind():
     assert "injected failure" in out["error"]
     assert out["ranks"][1]["status"] == "error"
     assert out["ranks"][0]["status"] in ("stopped", "error")      # killed, or gloo told it its peer was gone
-    assert not multiprocessing.active_children() and not _spawned_children()
+    servers, ranks = _forkservers_and_ranks()
+    assert not multiprocessing.active_children() and ranks == []
+    assert len(servers) == 1            # the CPU ranks' server, shared by every run this process made, stays
+
+
+def test_cpu_ranks_are_forked_from_a_server_and_cuda_ranks_spawned():
+    """CPU ranks fork from a server that imported the libraries once (the run above and the others in this file
+    share it); CUDA ranks start as new interpreters (a process must not fork once the CUDA libraries started)."""
+    assert data_parallel.start_method("cuda") == "spawn"
+    assert data_parallel.start_method("cpu") == "forkserver"         # Linux and macOS; Windows spawns
 
 
 def test_more_cuda_ranks_than_gpus_are_refused_in_one_line(monkeypatch):

@@ -172,3 +172,51 @@ def test_the_doctor_says_which_precision_is_faster_on_a_cpu_from_measurements_on
     for unmeasured in (None, {"flops_per_s": {"fp32": 1e11}}):
         line = cpu_bf16_line(unmeasured)
         assert "faster here" not in line and "labkit calibrate measures both" in line
+
+
+# ---- a child process on the GPU gets the memory this process caches ---------------------------------------------
+def test_cached_gpu_memory_is_handed_back_only_where_cuda_started(monkeypatch):
+    """Where CUDA never started here, nothing is asked of it (asking would start a context); where it did, the
+    caching allocator's unused blocks go back to the driver on every GPU, and the bytes are counted."""
+    assert hardware.hand_back_cached_gpu_memory() == 0
+    assert not torch.cuda.is_initialized()                           # asking started nothing
+    reserved = {0: 6 * 2 ** 30, 1: 2 ** 30}                           # two GPUs, with blocks cached
+    emptied = []
+
+    def empty_cache():
+        emptied.append(True)
+        reserved.update({0: 2 * 2 ** 30, 1: 0})                       # what live tensors still hold stays
+
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda i: reserved[i])
+    monkeypatch.setattr(torch.cuda, "empty_cache", empty_cache)
+    assert hardware.hand_back_cached_gpu_memory() == 5 * 2 ** 30      # 4 GiB of GPU 0 + 1 GiB of GPU 1
+    assert emptied == [True]
+
+
+def test_fresh_children_and_ranks_start_after_the_cache_is_handed_back(monkeypatch):
+    import subprocess
+
+    from labkit import fresh
+    from labkit.config import RunConfig
+    from labkit.engine import data_parallel
+
+    order = []
+    monkeypatch.setattr(hardware, "hand_back_cached_gpu_memory", lambda: order.append("hand back") or 0)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: order.append("child") or types.SimpleNamespace(
+        returncode=0, stdout='{"status": "ok"}', stderr=""))
+    assert fresh.run(RunConfig(), steps=1) == {"status": "ok"}
+    assert order == ["hand back", "child"]
+
+    order.clear()
+
+    def start_processes(*args, **kwargs):
+        order.append("ranks")
+        raise RuntimeError("not started in this test")
+    monkeypatch.setattr("torch.multiprocessing.start_processes", start_processes)
+    monkeypatch.setattr(data_parallel, "usable_cpus", lambda: 2)
+    with pytest.raises(RuntimeError, match="not started"):
+        data_parallel.measure_data_parallel(RunConfig(num_gpus=2, seq_len=32), steps=1, warmup=0, device="cpu",
+                                            weights="random")
+    assert order == ["hand back", "ranks"]

@@ -156,10 +156,34 @@ def test_a_lesson_and_real_4bit_cpu_runs_print_nothing_on_stderr():
     assert p.stdout.count(notices.CPU_KERNEL_NOTE) == 1 and p.stdout.endswith("done\n")
 
 
+def test_a_note_decided_while_notes_were_off_is_said_when_a_rank_takes_over(capsys, monkeypatch):
+    """A CPU rank is forked from a server that imported the libraries with notes off (data_parallel.start_method):
+    what was decided there is said by the rank, once, where the parent's notes go; not when the parent said it."""
+    monkeypatch.setattr(notices._Decided, "said", set())
+    monkeypatch.setattr(notices._Decided, "held", [])
+    filt = notices._Decided()
+    message = KERNEL_NOTICE + " from kernels-community: No module named 'kernels'."
+    with notices.notes_to("off"):                                   # the server's imports
+        for _ in range(2):
+            assert filt.filter(record("bitsandbytes.backends.cpu.ops", message)) is False
+        assert capsys.readouterr() == ("", "")
+        notices.take_over("stderr", ())                             # rank 0 of a command line's run
+        said = capsys.readouterr()
+        assert said.out == "" and said.err.count(notices.CPU_KERNEL_NOTE) == 1
+        filt.filter(record("bitsandbytes.backends.cpu.ops", message))
+        assert capsys.readouterr() == ("", "")                      # once
+    monkeypatch.setattr(notices._Decided, "said", set())
+    with notices.notes_to("off"):
+        filt.filter(record("bitsandbytes.backends.cpu.ops", message))
+        notices.take_over("stdout", (notices.CPU_KERNEL_NOTE,))     # the parent said it already
+        assert capsys.readouterr() == ("", "")
+
+
 def test_a_rank_speaks_where_its_parent_does_and_only_what_the_parent_has_not_said(capsys, monkeypatch):
     """The ranks of a data-parallel run share the parent's stdout (the command line's JSON): the parent hands over
     its stream and what it already said (engine.data_parallel does, to every rank; all but rank 0 get "off")."""
     monkeypatch.setattr(notices._Decided, "said", set())
+    monkeypatch.setattr(notices._Decided, "held", [])
     filt = notices._Decided()
     message = KERNEL_NOTICE + " from kernels-community: No module named 'kernels'."
     with notices.notes_to("stderr"):
