@@ -61,27 +61,55 @@ def free_port() -> int:
 
 
 def start_method(device_type: str) -> str:
-    """How the ranks start. On a CPU: forked from a server process that imported the engine's libraries once
-    (multiprocessing's "forkserver", preloading `rank_imports`), so a rank starts in a fraction of a second where a
-    new interpreter imports torch, transformers and peft again (~10 s each on 2 busy cores; lesson 03's CPU stand-in
-    on Colab). The server stays, idle, until this process ends, and serves the next run's ranks too. On CUDA, and
-    where a platform has no forkserver (Windows): "spawn", a new interpreter per rank, since a process must not
-    fork once the CUDA libraries have started, and importing bitsandbytes there starts them."""
+    """How the ranks start. On a Linux machine without a GPU (CI, a laptop): forked from a server process that
+    imported the engine's libraries once (multiprocessing's "forkserver", preloading `rank_imports`), so a rank starts
+    in a fraction of a second where a new interpreter imports torch, transformers and peft again (~10 s each on 2
+    busy cores). The server stays, idle, until this process ends, and serves the next run's ranks too (and any other
+    forkserver pool this process starts later: the preload is multiprocessing's one setting). Everywhere else
+    "spawn", a new interpreter per rank: with a GPU visible, importing bitsandbytes starts CUDA in the server, and a
+    process must not fork once CUDA has started (so a CPU run on Colab's T4 spawns too); macOS frameworks are not
+    fork-safe; Windows has no fork."""
     import multiprocessing
 
-    if device_type == "cuda" or "forkserver" not in multiprocessing.get_all_start_methods():
+    if device_type == "cuda" or sys.platform != "linux" or torch.cuda.is_available():
         return "spawn"
     multiprocessing.get_context("forkserver").set_forkserver_preload(["labkit.engine.rank_imports"])
     return "forkserver"
 
 
+class _ParentFd:
+    """One of this process's file descriptors (1: stdout, 2: stderr), handed to a rank as it starts: each rank's
+    process is pickled on its own, and multiprocessing duplicates the descriptor into that process (what it does
+    for its own pipes); the rank receives a descriptor number."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __reduce__(self):
+        from multiprocessing.reduction import DupFd      # must run while multiprocessing pickles the process
+
+        return _received_fd, (DupFd(self.fd),)
+
+
+def _received_fd(dup) -> int:
+    return dup.detach()
+
+
 def _rank_main(rank: int, world_size: int, cfg: RunConfig, steps: int, warmup: int, device_type: str,
                weights: str, port: int, out_dir: str, timeout_s: float, fail_rank: int | None,
-               adapters_path: str | None, notes: tuple, environ: dict) -> None:
+               adapters_path: str | None, notes: tuple, environ: dict, outputs: tuple | None) -> None:
     """One rank: join the group, run the measured steps, write the result to `out_dir/rank{r}.json`; exit 1 when
-    the run failed, so the parent stops the other ranks at once. Its stdout is the parent's (a command line's
-    JSON, a notebook's cell): a calm note goes where the parent's notes go, from rank 0 only. Its environment is
-    the parent's at the start of this run (a forked rank would otherwise have its server's, from the first run)."""
+    the run failed, so the parent stops the other ranks at once. Its stdout and stderr are the parent's at the
+    start of this run (a command line's JSON, a notebook's cell; a forked rank would otherwise write where its
+    server's went when the first run started it): a calm note goes where the parent's notes go, from rank 0 only.
+    Its os.environ is the parent's too; what a library read from the environment when the server imported it stays
+    as it was then."""
+    if outputs is not None:                # forked from the server: write where the parent writes now
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for received, fd in zip(outputs, (1, 2)):
+            os.dup2(received, fd)
+            os.close(received)
     os.environ.clear()
     os.environ.update(environ)
 
@@ -169,6 +197,7 @@ def _inject_failure(runner) -> None:
     def failing(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
+            print("injecting a failure in the second forward (a test)", file=sys.stderr, flush=True)
             raise RuntimeError("injected failure in the forward (a test)")
         return real(*args, **kwargs)
     runner.forward_backward = failing
@@ -202,9 +231,12 @@ def measure_data_parallel(cfg: RunConfig, steps: int = 3, warmup: int = 1, devic
     model_source(cfg, weights)            # build a shape-only checkpoint once here, not N times at once there
     hand_back_cached_gpu_memory()         # rank 0 shares GPU 0 with this process: leave it what this one caches
     with tempfile.TemporaryDirectory(prefix="labkit-ranks-") as out_dir:
-        context = start_processes(_rank_main, nprocs=world, join=False, start_method=start_method(dev["type"]),
+        method = start_method(dev["type"])
+        outputs = (_ParentFd(1), _ParentFd(2)) if method == "forkserver" else None   # spawned: inherited
+        context = start_processes(_rank_main, nprocs=world, join=False, start_method=method,
                                   args=(world, cfg, steps, warmup, dev["type"], weights, free_port(), out_dir,
-                                        timeout_s, _fail_rank, adapters_path, notices.handover(), dict(os.environ)))
+                                        timeout_s, _fail_rank, adapters_path, notices.handover(), dict(os.environ),
+                                        outputs))
         failure = None
         try:
             while not context.join(grace_period=5):

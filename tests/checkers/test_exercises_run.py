@@ -12,14 +12,18 @@ An exercise, with every answer still to write:
 A solution: every cell runs, and each check cell prints exactly what the committed notebook shows (the checker's
 "✓ … all N cases pass"), after the sanitizers nbval applies to the lessons (tests/nbval_sanitize.cfg).
 
-Both: nothing reaches stderr (red in a notebook). The solutions are executions of whole notebooks, so they are
+Both: nothing that a kernel would show in red: nothing written to stderr, no warning a kernel shows (any but a
+deprecation raised outside the notebook's own code, which Python hides), no log record of level WARNING or above
+that reaches the root logger (a kernel's last-resort handler prints those). The solutions are executions of whole notebooks, so they are
 marked `lessons` (make test-lowest leaves them out, as it leaves out the lessons); test_build.py holds the exercises
 to a fresh build of the solutions."""
 import configparser
 import contextlib
 import io
 import json
+import logging
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -61,6 +65,23 @@ def _shown(cell) -> str:
     return "".join("".join(o.get("text", "")) for o in cell["outputs"] if o.get("output_type") == "stream")
 
 
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def _shown_by_a_kernel(caught, cell_file: str) -> list[str]:
+    """The warnings Python's default filters would show in a kernel: deprecations only when the notebook's code
+    itself raises them."""
+    return [f"{w.category.__name__}: {w.message}" for w in caught
+            if not (issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))
+                    and w.filename != cell_file)]
+
+
 def _run_cells(path: Path, answered: bool) -> list[str]:
     """Execute the notebook's code cells in one namespace; the kinds of its cells, in order."""
     name = f"{path.parent.name}/{path.name}"
@@ -72,15 +93,24 @@ def _run_cells(path: Path, answered: bool) -> list[str]:
         kinds.append(kind)
         out, err = io.StringIO(), io.StringIO()
         raised = None
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                exec(compile("".join(cell["source"]), f"{name} cell {n}", "exec"), namespace)
-            except (NotImplementedError, NameError) as e:
-                if answered or (kind != "uses-solution" and not isinstance(e, NotImplementedError)):
-                    raise
-                raised = e
+        cell_file = f"{name} cell {n}"
+        logs = _Collect()
+        logging.getLogger().addHandler(logs)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+                    warnings.catch_warnings(record=True) as caught:
+                try:
+                    exec(compile("".join(cell["source"]), cell_file, "exec"), namespace)
+                except (NotImplementedError, NameError) as e:
+                    if answered or (kind != "uses-solution" and not isinstance(e, NotImplementedError)):
+                        raise
+                    raised = e
+        finally:
+            logging.getLogger().removeHandler(logs)
         where = f"{name}, code cell {n} ({kind})"
         assert err.getvalue() == "", f"{where} printed on stderr: {err.getvalue()!r}"
+        assert _shown_by_a_kernel(caught, cell_file) == [], f"{where} warned: {_shown_by_a_kernel(caught, cell_file)}"
+        assert logs.records == [], f"{where} logged: {[r.getMessage()[:200] for r in logs.records]}"
         if kind == "uses-solution" and not answered:
             assert raised is not None, f"{where} is tagged uses-solution but runs without an answer"
         elif kind != "stub":

@@ -1,8 +1,9 @@
 """Data parallelism for real, on a CPU: N gloo processes under DDP give one process's update with micro-batch × N.
 
-Each 2-process run spawns fresh interpreters that import torch, transformers and peft (≈ 10 s on 2 busy cores),
-so this file runs three of them: the equivalence (weights, gradients, unequal label counts), the command line
-(one record, the losses), and an injected failure.
+The ranks fork from a server that imported torch, transformers and peft once (data_parallel.start_method), so a run
+costs its steps, not an import per rank (≈ 10 s each on 2 busy cores when they were spawned). This file runs three:
+the equivalence (weights, gradients, unequal label counts), the command line (one record, the losses), and an
+injected failure.
 """
 import json
 import multiprocessing
@@ -113,26 +114,40 @@ def _forkservers_and_ranks() -> tuple[list[int], list[int]]:
     return servers, ranks
 
 
-def test_a_rank_that_fails_is_a_record_and_leaves_no_process_behind():
+def test_a_rank_that_fails_is_a_record_and_leaves_no_process_behind(capfd):
     """Rank 1 raises in its second forward while rank 0 waits in the all-reduce: the parent gets status "error"
     naming rank 1, rank 0 ends (stopped, or failed by gloo's closed connection: never left hanging), and no child
-    process is alive afterwards."""
+    process is alive afterwards. What the rank printed reached this test's stderr: a forked rank writes where its
+    parent writes now, not where the parent wrote when an earlier test of this file started the server."""
     out = data_parallel.measure_data_parallel(TWO_RANKS.replace(seq_len=32), steps=2, warmup=1, weights="random",
                                               _fail_rank=1)
     assert out["status"] == "error" and out["error"].startswith("rank 1 of 2:"), out["error"]
     assert "injected failure" in out["error"]
     assert out["ranks"][1]["status"] == "error"
     assert out["ranks"][0]["status"] in ("stopped", "error")      # killed, or gloo told it its peer was gone
+    assert capfd.readouterr().err.count("injecting a failure in the second forward (a test)") == 1
     servers, ranks = _forkservers_and_ranks()
     assert not multiprocessing.active_children() and ranks == []
-    assert len(servers) == 1            # the CPU ranks' server, shared by every run this process made, stays
+    if data_parallel.start_method("cpu") == "forkserver":
+        assert len(servers) == 1        # the CPU ranks' server, shared by every run this process made, stays
+        with open(f"/proc/{servers[0]}/maps") as f:
+            assert "libtorch" in f.read()                           # it imported the libraries: ranks need not
 
 
-def test_cpu_ranks_are_forked_from_a_server_and_cuda_ranks_spawned():
-    """CPU ranks fork from a server that imported the libraries once (the run above and the others in this file
-    share it); CUDA ranks start as new interpreters (a process must not fork once the CUDA libraries started)."""
+def test_cpu_ranks_are_forked_from_a_server_only_on_linux_without_a_gpu(monkeypatch):
+    """CPU ranks fork from a server that imported the libraries once (the runs in this file share it); CUDA ranks,
+    and CPU ranks where a GPU is visible (importing bitsandbytes starts CUDA, and a process must not fork after
+    that) or on macOS and Windows, start as new interpreters."""
     assert data_parallel.start_method("cuda") == "spawn"
-    assert data_parallel.start_method("cpu") == "forkserver"         # Linux and macOS; Windows spawns
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert data_parallel.start_method("cpu") == "forkserver"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert data_parallel.start_method("cpu") == "spawn"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for platform in ("darwin", "win32"):
+        monkeypatch.setattr(sys, "platform", platform)
+        assert data_parallel.start_method("cpu") == "spawn"
 
 
 def test_more_cuda_ranks_than_gpus_are_refused_in_one_line(monkeypatch):
@@ -234,8 +249,9 @@ exec("print('exec', unguarded_script_line())")
 
 
 def test_a_script_that_starts_ranks_at_its_top_level_is_told_to_guard_it_before_anything_spawns(tmp_path):
-    """Spawned ranks import the script again; unguarded, each would start ranks of its own (two multiprocessing
-    tracebacks and "rank 0 exited with code 1"). Found from the script's source before any process starts."""
+    """Ranks (spawned, or forked from the server) import the script again; unguarded, each would start ranks of its
+    own (two multiprocessing tracebacks and "rank 0 exited with code 1"). Found from the script's source before any
+    process starts."""
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
     script = tmp_path / "train.py"

@@ -178,10 +178,14 @@ def test_the_doctor_says_which_precision_is_faster_on_a_cpu_from_measurements_on
 def test_cached_gpu_memory_is_handed_back_only_where_cuda_started(monkeypatch):
     """Where CUDA never started here, nothing is asked of it (asking would start a context); where it did, the
     caching allocator's unused blocks go back to the driver on every GPU, and the bytes are counted."""
-    assert hardware.hand_back_cached_gpu_memory() == 0
-    assert not torch.cuda.is_initialized()                           # asking started nothing
     reserved = {0: 6 * 2 ** 30, 1: 2 ** 30}                           # two GPUs, with blocks cached
     emptied = []
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda i: asked.append(i) or reserved[i])
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: asked.append("empty"))
+    assert hardware.hand_back_cached_gpu_memory() == 0
+    assert asked == []                                                # CUDA not started: nothing asked of it
 
     def empty_cache():
         emptied.append(True)
@@ -189,7 +193,6 @@ def test_cached_gpu_memory_is_handed_back_only_where_cuda_started(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda i: reserved[i])
     monkeypatch.setattr(torch.cuda, "empty_cache", empty_cache)
     assert hardware.hand_back_cached_gpu_memory() == 5 * 2 ** 30      # 4 GiB of GPU 0 + 1 GiB of GPU 1
     assert emptied == [True]
