@@ -20,9 +20,11 @@ PIP_ARGS    := --disable-pip-version-check --no-input install $(if $(CI),--progr
 PIP_INSTALL := $(PY) -m pip $(PIP_ARGS)
 # Which torch build goes in is decided for this machine by tools/torch_install.py: a CUDA torch already in the venv
 # stays; TORCH_INDEX, when given, is used as asked; on Linux without an NVIDIA GPU, PyTorch's CPU index comes first.
+# --no-compile: pip would byte-compile all of torch, sympy and networkx (30 s → 12 s without, measured here); as
+# with what uv installs, the first import writes the bytecode of what is used (WRITE_PYC below).
 # $(call install_torch,VENV_PYTHON,EXTRA_PIP_ARGS)
 install_torch = args=$$($(PYTHON) tools/torch_install.py $(1) "$(TORCH_SPEC)" "$(TORCH_INDEX)") && rc=0 || rc=$$?; \
-	if [ $$rc = 0 ]; then $(1) -m pip $(PIP_ARGS) $$args $(2); elif [ $$rc != 3 ]; then exit $$rc; fi
+	if [ $$rc = 0 ]; then $(1) -m pip $(PIP_ARGS) --no-compile $$args $(2); elif [ $$rc != 3 ]; then exit $$rc; fi
 # The newest end is installed from a lock (every package at an exact version, `make lock` writes it), so what passed
 # yesterday passes today: a release upstream changes nothing until the lock is refreshed on purpose.
 LOCK       := constraints/newest.txt
@@ -56,9 +58,10 @@ DEMO_ARGS  ?= sweep --out runs/demo.jsonl --plot runs/demo.png
 TEST_WORKERS ?= auto
 PARALLEL   := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 # The tests start ~40 Python processes (notebook kernels, ranks, command lines), each importing torch, transformers
-# and peft. uv installs without byte-compiling, and where PYTHONDONTWRITEBYTECODE is set (many container images set
-# it) every one of them would compile those modules from source again: ~3 s each. The test commands let the first
-# one write the bytecode, and the rest read it (an empty value is "unset" to Python).
+# and peft, and the lab a kernel per lesson. The installs do not byte-compile, and where PYTHONDONTWRITEBYTECODE is
+# set (many container images set it) every one of them would compile those modules from source again: ~3 s each.
+# The test, lab and demo commands let the first one write the bytecode, and the rest read it (an empty value is
+# "unset" to Python).
 WRITE_PYC  := env PYTHONDONTWRITEBYTECODE=
 
 .PHONY: help install lab lock test test-browser test-lowest test-newest test-timing demo clean distclean
@@ -129,7 +132,7 @@ $(BROWSER_STAMP): $(STAMP)
 	@touch $@
 
 lab: $(LAB_STAMP)
-	$(BIN)/jupyter lab $(if $(CI),--no-browser,) $(if $(filter 0,$(USER_ID)),--allow-root,) \
+	$(WRITE_PYC) $(BIN)/jupyter lab $(if $(CI),--no-browser,) $(if $(filter 0,$(USER_ID)),--allow-root,) \
 		$(if $(wildcard notebooks),notebooks/,.)
 
 test: $(STAMP) $(if $(HAVE_CHROMIUM),$(BROWSER_STAMP),)
@@ -157,7 +160,7 @@ test-lowest: $(LOW_STAMP)
 
 demo: $(STAMP)
 	@mkdir -p runs
-	$(PY) -m labkit $(DEMO_ARGS)
+	$(WRITE_PYC) $(PY) -m labkit $(DEMO_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info labkit.egg-info .pytest_cache
