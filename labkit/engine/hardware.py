@@ -304,12 +304,11 @@ def hand_back_cached_gpu_memory() -> int:
     torch = sys.modules.get("torch")
     if torch is None or not torch.cuda.is_initialized():
         return 0
-    import gc
+    from labkit.engine.runner import free_memory     # what a run does after an OOM: collect, return cached blocks
 
     devices = range(torch.cuda.device_count())
     before = sum(torch.cuda.memory_reserved(i) for i in devices)
-    gc.collect()                      # tensors only a reference cycle keeps alive: their blocks become unused
-    torch.cuda.empty_cache()
+    free_memory()
     return before - sum(torch.cuda.memory_reserved(i) for i in devices)
 
 

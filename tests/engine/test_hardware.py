@@ -192,6 +192,7 @@ def test_cached_gpu_memory_is_handed_back_only_where_cuda_started(monkeypatch):
         reserved.update({0: 2 * 2 ** 30, 1: 0})                       # what live tensors still hold stays
 
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "empty_cache", empty_cache)
     assert hardware.hand_back_cached_gpu_memory() == 5 * 2 ** 30      # 4 GiB of GPU 0 + 1 GiB of GPU 1
