@@ -65,7 +65,7 @@ PEAK_TOL = 0.002
 PEAK_CASES = [   # (model, precision, config changes, the autograd nodes of the phase the theory must name)
     ("tiny", "fp32", dict(seq_len=64), "layer_backward"),
     ("tiny", "fp32", dict(seq_len=64, gradient_checkpointing=False), "layer_backward"),
-    ("tiny", "bf16", dict(seq_len=512), "layer_backward"),                                   # padding mask
+    ("tiny", "bf16", dict(seq_len=400), "layer_backward"),              # every row shorter (≤ 391 tokens): padding mask
     ("tiny", "bf16", dict(seq_len=64, gradient_checkpointing=False), "final_norm_backward"),
     ("tiny", "bf16", dict(seq_len=64, lora_dropout=0.0, lora_targets=("q_proj", "v_proj", "gate_proj", "down_proj")),
      "layer_backward"),

@@ -1,13 +1,19 @@
 """Lessons as a T4 learner's Run All takes them, rehearsed on the CPU (see tests/course/test_t4_rehearsal.py): the lessons
 whose cells branch on the precision a run resolves to (02-05: calibration, fp16 with loss scaling, the 4-bit
 compute dtype), executed end to end in a kernel started with LABKIT_T4_REHEARSAL=1. A cell that raises fails the
-test; so does a line on stderr (red in a notebook) and a lesson in which no run said fp16."""
+test; so does a line on stderr (red in a notebook) and a lesson in which no run said fp16.
+
+The three lessons run one after another in one kernel, its namespace emptied (%reset -f) before each, as a
+learner's Restart & Run All would leave it but for the modules already imported: a kernel each would import
+torch, transformers and peft twice more (~9 s of CPU each) and check nothing more than which branches run."""
 import json
 import os
 import pathlib
 
 import nbformat
 import pytest
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -27,18 +33,30 @@ ONE_STEP = {
 }
 
 
+@pytest.fixture(scope="module")
+def rehearsal_kernel(tmp_path_factory):
+    """One kernel for the module, started in the T4 rehearsal (LABKIT_T4_REHEARSAL=1) by the first lesson run."""
+    km = AsyncKernelManager(kernel_name="python3")
+    env = {**os.environ, "LABKIT_T4_REHEARSAL": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    yield km, env, tmp_path_factory.mktemp("rehearsal")
+    if km.has_kernel:
+        run_sync(km.shutdown_kernel)(now=True)
+
+
 @pytest.mark.lessons
 @pytest.mark.parametrize("lesson", LESSONS)
-def test_the_lesson_runs_end_to_end_on_the_t4_path(lesson, monkeypatch, tmp_path):
-    monkeypatch.setenv("LABKIT_T4_REHEARSAL", "1")          # the kernel inherits it
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+def test_the_lesson_runs_end_to_end_on_the_t4_path(lesson, rehearsal_kernel):
+    km, env, folder = rehearsal_kernel
     nb = nbformat.read(ROOT / "notebooks" / f"{lesson}.ipynb", as_version=4)
     for many, one in ONE_STEP.get(lesson, []):
         cells = [c for c in nb.cells if c.cell_type == "code" and many in c.source]
         assert cells, f"{lesson} no longer has {many!r}: update ONE_STEP"
         for cell in cells:
             cell.source = cell.source.replace(many, one)
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nb.cells.insert(0, nbformat.v4.new_code_cell("%reset -f"))     # nothing left from the lesson before
+    NotebookClient(nb, km=km, timeout=600, resources={"metadata": {"path": str(folder)}}).execute(env=env)
+    assert run_sync(km.is_alive)(), f"the kernel died during {lesson}"
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     stderr = [o["text"] for o in outputs if o.get("output_type") == "stream" and o.get("name") == "stderr"]
     assert stderr == [], f"{lesson} printed on stderr under the T4 rehearsal: {stderr}"
