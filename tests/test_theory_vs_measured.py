@@ -6,6 +6,7 @@ The peak: on a CPU against the live tensor bytes of real steps (labkit.measure.L
 recorded H100 runs."""
 
 import pytest
+import torch
 
 from labkit.config import RunConfig
 from labkit.experiment import run
@@ -87,8 +88,9 @@ PHASE_NODES = {   # autograd node running at each theory phase (None: in the for
 
 
 def measured_peak_on_cpu(cfg: RunConfig, precision: str) -> tuple[int, dict, bool]:
-    """One warm-up optimizer step (so the optimizer state exists, as in the GPU records' later steps), then one
-    metered step through the runner's own forward_backward: (resident + batch + live peak, where, padding?)."""
+    """An optimizer step on zero gradients (so the optimizer state exists, as in the GPU records' later steps; a
+    whole warm-up step gave the same peaks to the byte in all PEAK_CASES, at twice the time), then one metered step
+    through the runner's own forward_backward: (resident + batch + live peak, where, padding?)."""
     from labkit.engine import data, measure
     from labkit.engine.models import load_model, tokenizer_for
     from labkit.engine.runner import forward_backward, label_tokens, make_optimizer
@@ -106,7 +108,11 @@ def measured_peak_on_cpu(cfg: RunConfig, precision: str) -> tuple[int, dict, boo
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    step()
+    for p in model.parameters():           # the optimizer makes its state on its first step
+        if p.requires_grad:
+            p.grad = torch.zeros_like(p)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
     resident = sum(measure.resident_bytes(model, optimizer).values())
     batch_bytes = sum(t.nbytes for b in batches for t in b.values())
     with measure.LiveTensorMeter() as live:

@@ -38,10 +38,16 @@ def mlp_calls_before_micro(micro: int, checkpointing: bool) -> int:
     return micro * LAYERS * (2 if checkpointing else 1)
 
 
-@pytest.fixture
-def baseline():
-    """Live tensor bytes after one successful run (caches that a first run fills are filled)."""
+@pytest.fixture(scope="module")
+def first_run():
+    """One successful run, so that the caches a first run fills are filled before any baseline is counted."""
     assert run(cfg(), steps=1, warmup=0)["status"] == "ok"
+
+
+@pytest.fixture
+def baseline(first_run):
+    """Live tensor bytes before this test's failure: after the module's first run, and after the successful run
+    each test before it ended with (assert_nothing_left), so no run of its own is needed."""
     return measure.live_tensor_bytes()
 
 
