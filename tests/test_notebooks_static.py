@@ -149,3 +149,24 @@ def test_comparisons_are_written_out_in_the_cell(path):
     for cell in load(path).cells:
         if cell.cell_type == "code":
             assert not HIDDEN_VERDICTS.search(cell.source), f"a hidden verdict in {cell.source[:80]!r}"
+
+
+def test_lesson_06s_deliberate_gpu_oom_runs_out_on_a_gpu_bigger_than_a_t4():
+    """Lesson 06's GPU branch asks the lab for sequence 4096 × micro-batch 16 to show a real OOM. The theory puts that
+    run's peak above an 80 GB H100's memory but below a 141 GB H200's, so on a GPU bigger than a T4 the cell first
+    caps the notebook to a T4's memory (hardware.t4_profile, as lesson 07 does), before the panel is built (the
+    panel shows the precision its runs will use); and the lesson's text gives the theory's figure."""
+    from labkit import theory
+    from labkit.config import RunConfig
+    from labkit.engine.hardware import T4_TOTAL_MEMORY
+    from labkit.shapes import resolve_shape
+
+    nb = load(NB_DIR / "06_debugging_oom.ipynb")
+    cell = next(c.source for c in nb.cells if c.cell_type == "code" and "seq_len=4096, micro_batch=16" in c.source)
+    assert 'if env.on_gpu and "T4" not in env.device_name:' in cell
+    assert cell.index("t4_profile()") < cell.index("lab(steps=") < cell.index("seq_len=4096")
+    cfg = RunConfig(model="llama-3.2-1b", seq_len=4096, micro_batch=16)     # the lessons' GPU model, the lab's rest
+    peak = theory.predict_memory(resolve_shape(cfg.model), cfg, "fp16")["peak"]
+    assert T4_TOTAL_MEMORY < 80 * 10**9 < peak < 141 * 10**9
+    text = "".join(c.source for c in nb.cells if c.cell_type == "markdown").replace("\n", " ")
+    assert f"the theory puts this run's peak near {round(peak / 2**30)} GiB" in text
