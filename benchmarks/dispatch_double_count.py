@@ -1,4 +1,5 @@
-"""How much of the CPU time theory is a bare call counted twice (measured here, in one run).
+"""How much of the CPU time theory is a bare call counted twice: the bare calls and the grid measured in one run,
+against this machine's calibration (`labkit.calibrate()`: measured once, then cached).
 
     python benchmarks/dispatch_double_count.py              # torch's default threads, wall clock, 3 rounds
     python benchmarks/dispatch_double_count.py --rounds 5
@@ -12,8 +13,10 @@ Printed, measured in this run:
 1. the bare call (1×1 matmul, 1-byte copy, 1-element multiply, the fastest of 7 × 1,000 calls) and its share of
    each calibrated time at the smallest sizes;
 2. the tiny grid (the lab's base config and one toggle at a time): measured step time (fastest of `--rounds`
-   interleaved rounds) beside the theory as it is and the theory with the bare call taken out of every calibrated
-   rate (a call's time less the bare call, never below a tenth of it), and each toggle's delta in both.
+   interleaved rounds) beside the theory as it is and the theory with the bare call taken out of the matmul, copy
+   and elementwise rates (a call's time less the bare call, never below a tenth of it; the attention, dropout and
+   dequantise rates are left as measured), and each toggle's delta in both. The theory is told whether each
+   config's batches had padding, as a record's theory is.
 """
 from __future__ import annotations
 
@@ -56,6 +59,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the grid; each config keeps its "
                                                           "fastest")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     warnings.filterwarnings("ignore")
     import torch
 
@@ -72,27 +77,31 @@ def main() -> None:
     for precision, curve in calibration["flops_per_s_by_size"].items():
         print(f"  {precision} matmul, the bare call's share of a call: "
               + ", ".join(f"n={n} {bare['matmul'] / (2 * n ** 3 / rate):.0%}" for n, rate in curve[:3]))
-    print("  copy: " + ", ".join(f"{b // 1024} KiB {bare['copy'] / (b / rate):.0%}"
-                                 for b, rate in calibration["bytes_per_s_by_size"][:3]))
+    def shares(curve, seconds):                       # sizes in bytes moved (a copy: 2·n, `a * b`: 3·n)
+        return ", ".join(f"{b // 1024} KiB {seconds / (b / rate):.0%}" for b, rate in curve[:3])
+
+    print("  copy (bytes moved): " + shares(calibration["bytes_per_s_by_size"], bare["copy"]))
     for precision, curve in calibration["elementwise_bytes_per_s_by_size"].items():
-        print(f"  {precision} elementwise: " + ", ".join(f"{b // 1024} KiB {bare['elementwise'] / (b / rate):.0%}"
-                                                         for b, rate in curve[:3]))
+        print(f"  {precision} elementwise (bytes moved): " + shares(curve, bare["elementwise"]))
 
     as_is = theory.calibrated_constants(calibration)
     once = theory.calibrated_constants(without_bare_call(calibration, bare))
     shape = resolve_shape("tiny")
-    measured = {name: [] for name in TOGGLES}
+    measured, padding = {name: [] for name in TOGGLES}, {}
     for _ in range(args.rounds):                      # interleaved: a slow moment of the machine hits every config
         for name, change in TOGGLES.items():
             rec = labkit.run(RunConfig(**{**BASE, **change}), steps=3, warmup=1, progress=False)
+            if rec["status"] != "ok":
+                raise SystemExit(f"{name}: the run ended {rec['status']}: {rec['error']}")
             measured[name].append(rec["measured"]["step_time_s"])
+            padding[name] = bool(rec["measured"]["batch_has_padding"])
     rows = {}
     print(f"\n{'config':18s} {'measured':>9s} {'theory':>9s} {'error':>7s} {'bare once':>9s} {'error':>7s}   (ms)")
     for name, change in TOGGLES.items():
         cfg = RunConfig(**{**BASE, **change})
         m = min(measured[name])
-        t0 = theory.predict_time(shape, cfg, "fp32", as_is, "cpu")["step_s"]
-        t1 = theory.predict_time(shape, cfg, "fp32", once, "cpu")["step_s"]
+        t0 = theory.predict_time(shape, cfg, "fp32", as_is, "cpu", padding[name])["step_s"]
+        t1 = theory.predict_time(shape, cfg, "fp32", once, "cpu", padding[name])["step_s"]
         rows[name] = (m, t0, t1)
         print(f"{name:18s} {m * 1e3:9.1f} {t0 * 1e3:9.1f} {t0 / m - 1:+7.1%} {t1 * 1e3:9.1f} {t1 / m - 1:+7.1%}")
     m0, a0, b0 = rows["base"]

@@ -301,7 +301,8 @@ def section_d(write, out: Path, lessons) -> None:
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    heading("d", "lessons executed with nbclient", "the whole GPU, no T4 profile (a learner's run of the lesson)")
+    heading("d", "lessons executed with nbclient", "the whole GPU, as a learner's run of the lesson (06 and 07 cap "
+            "themselves to a T4's memory for their OOM and fit scenes)")
     folder = out / "notebooks"
     folder.mkdir(exist_ok=True)
     rows = []

@@ -141,14 +141,12 @@ def test_a_rerun_of_a_sweep_says_what_it_read_back_and_where_the_records_are(mon
     assert f"resumed: 2 of 3 runs already measured in {out}" in capsys.readouterr().err
 
 
-def test_run_tiny_for_real(capsys):
-    # in this process: test_run_one_step_for_real_says_the_time_includes_the_first_step runs `python -m labkit run`
-    # in a fresh one; a second interpreter importing torch, transformers and peft would add ~9 s and no check
-    rc = cli.main(["run", "--model", "tiny", "--steps", "1", "--warmup", "0", "--seq-len", "64", "--micro-batch", "1",
-                   "--grad-accum", "1", "--json"])
-    out = capsys.readouterr()
-    assert rc == 0, out.err[-2000:]
-    record = json.loads(out.out)
+def test_run_tiny_for_real():
+    # a fresh process: what it says once (the notes) must not reach stdout, which holds nothing but the JSON record
+    p = labkit("run", "--model", "tiny", "--steps", "1", "--warmup", "0", "--seq-len", "64", "--micro-batch", "1",
+               "--grad-accum", "1", "--json", timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    record = json.loads(p.stdout)
     assert record["status"] == "ok" and "cpu" in record["labels"]
     assert record["measured"]["saved_activation_bytes"] > 0 and record["measured"]["step_time_s"] > 0
     assert len(record["measured"]["loss"]) == 1
@@ -300,15 +298,17 @@ def test_explicit_warmup_as_long_as_the_steps_stays_an_error(capsys):
 
 
 def test_run_one_step_for_real_says_the_time_includes_the_first_step(capsys):
-    p = labkit("run", "--model", "tiny", "--steps", "1", "--seq-len", "64", "--micro-batch", "1", "--grad-accum", "1",
-               timeout=300)
-    assert p.returncode == 0, p.stderr[-2000:]
-    assert "time-includes-warmup" in p.stdout
-    assert p.stdout.rstrip().endswith(cli.WARMUP_NOTE)
-    held = [line for line in p.stdout.splitlines() if line.startswith("held before the run")]
+    # in this process: test_run_tiny_for_real runs `python -m labkit run` in a fresh one; a second interpreter
+    # importing torch, transformers and peft would add ~9 s and nothing to what these lines check
+    rc = cli.main(["run", "--model", "tiny", "--steps", "1", "--seq-len", "64", "--micro-batch", "1",
+                   "--grad-accum", "1"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err[-2000:]
+    assert "time-includes-warmup" in out.out
+    assert out.out.rstrip().endswith(cli.WARMUP_NOTE)
+    held = [line for line in out.out.splitlines() if line.startswith("held before the run")]
     assert len(held) == 1 and "(live tensors; included in the peak)" in held[0]
-    # two steps: the first is the warm-up, and nothing says otherwise (in this process: a second interpreter
-    # importing torch, transformers and peft would add ~10 s and nothing to what this line checks)
+    # two steps: the first is the warm-up, and nothing says otherwise
     assert cli.main(["run", "--model", "tiny", "--steps", "2", "--seq-len", "64", "--micro-batch", "1",
                      "--grad-accum", "1"]) == 0
     out = capsys.readouterr().out
