@@ -120,7 +120,13 @@ _SWITCHES = {"gradient_checkpointing": "checkpointing", "pad_to_seq_len": "paddi
              "prepare_kbit": "prepare_kbit"}
 
 
+# what an unset field means, in the words the lab's controls use (a learner read "budget 0.02 → None")
+_UNSET = {"memory_budget_gb": "none", "eval_micro_batch": "the micro-batch"}
+
+
 def _shown(field, value, record):
+    if value is None and field in _UNSET:
+        return _UNSET[field]
     if field == "lora_targets":
         return ",".join(value or [])
     if field == "precision" and value == "auto":

@@ -63,6 +63,14 @@ def test_describe_changes_shows_what_auto_became_and_the_device():
     assert describe_changes(a, b) == "precision auto (fp32) → fp32, device cpu → cuda"
 
 
+def test_describe_changes_says_what_an_unset_budget_or_eval_batch_means():
+    a, b = make_record(), make_record()
+    a["config"].update(memory_budget_gb=0.02, eval_micro_batch=4)
+    b["config"].update(memory_budget_gb=None, eval_micro_batch=None)
+    assert describe_changes(a, b) == "eval micro-batch 4 → the micro-batch, memory budget (GiB) 0.02 → none"
+    assert describe_changes(b, a) == "eval micro-batch the micro-batch → 4, memory budget (GiB) none → 0.02"
+
+
 def _measured_on_record():
     off, on = checkpointing_pair()
     on["measured"]["peak_allocated_bytes"] = 1200 * MiB
