@@ -24,9 +24,10 @@ import argparse
 import copy
 import warnings
 
-BASE = dict(model="tiny", seq_len=128, micro_batch=1, grad_accum=1, gradient_checkpointing=True, precision="fp32")
-TOGGLES = {"base": {}, "checkpointing off": dict(gradient_checkpointing=False), "micro-batch 4": dict(micro_batch=4),
-           "accumulation 8": dict(grad_accum=8), "seq 256": dict(seq_len=256), "seq 512": dict(seq_len=512)}
+from time_theory_table import BASE, TOGGLES as TABLE_TOGGLES     # the grid benchmarks/time_theory_table.py times
+
+# fp32 only (bf16's error on a CPU is another matter: its calibrated matmuls), and seq 256 between 128 and 512
+TOGGLES = {**{k: v for k, v in TABLE_TOGGLES.items() if k != "bf16"}, "seq 256": dict(seq_len=256)}
 
 
 def bare_calls(repeats: int = 7, inner: int = 1000) -> dict:
@@ -77,6 +78,7 @@ def main() -> None:
     for precision, curve in calibration["flops_per_s_by_size"].items():
         print(f"  {precision} matmul, the bare call's share of a call: "
               + ", ".join(f"n={n} {bare['matmul'] / (2 * n ** 3 / rate):.0%}" for n, rate in curve[:3]))
+
     def shares(curve, seconds):                       # sizes in bytes moved (a copy: 2·n, `a * b`: 3·n)
         return ", ".join(f"{b // 1024} KiB {seconds / (b / rate):.0%}" for b, rate in curve[:3])
 
