@@ -17,14 +17,13 @@ import sys
 
 from labkit import theory
 from labkit.config import RunConfig
+from labkit.goals import PEAK_REL, PEAK_TINY_BYTES, peak_goal
 from labkit.shapes import ModelShape
+from labkit.units import MiB
 
 # the shared GPU records, in the folder shared/ beside this checkout
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "gpu-records",
                       "h100-t4-profile-2026-11-22", "*.jsonl")
-MiB = 1024 ** 2
-TINY_GOAL_BYTES = 16 * MiB
-GOAL_REL = 0.03
 
 
 def recompute_theory(rec: dict) -> dict:
@@ -38,9 +37,7 @@ def recompute_theory(rec: dict) -> dict:
 
 
 def meets_goal(rec: dict, predicted: int, measured: int) -> bool:
-    if rec["config"]["model"] == "tiny":
-        return abs(predicted - measured) <= TINY_GOAL_BYTES
-    return abs(predicted / measured - 1) <= GOAL_REL
+    return peak_goal(rec["config"]["model"], measured, predicted)[0]
 
 
 def label(rec: dict, path: str) -> str:
@@ -69,7 +66,7 @@ def main(patterns: list[str]) -> int:
             print(f"{label(rec, path):70s} {measured:13,d} {old:13,d} {old / measured - 1:+8.2%} {new['peak']:13,d} "
                   f"{new['peak'] / measured - 1:+8.2%} {(new['peak'] - measured) / MiB:+8.2f}Mi  "
                   f"{new['peak_phase']:20s} {'ok' if ok else 'MISS'}")
-    print(f"\n{rows - misses}/{rows} records meet the goal (±3 %; tiny ±16 MiB)")
+    print(f"\n{rows - misses}/{rows} records meet the goal (±{PEAK_REL:.0%}; tiny ±{PEAK_TINY_BYTES // MiB} MiB)")
     return 0
 
 

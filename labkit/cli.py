@@ -9,8 +9,10 @@
     labkit run --t4-profile --model llama-3.2-1b --weights random --json     # a bigger GPU capped to a T4's memory
     labkit exercises [--check]                      # regenerate exercises/ from solutions/
 
-`run`, `sweep` and `search` take `--t4-profile`: the process is capped at a Colab T4's 14.75 GiB, less the CUDA
-context a T4 pays out of them, before anything is allocated on the GPU, so a bigger GPU runs out of memory where a T4 would (records say "t4-profile").
+`run`, `sweep`, `search` and `calibrate` take `--t4-profile`: the process is capped at a Colab T4's 14.75 GiB, less
+the CUDA context a T4 pays out of them, before anything is allocated on the GPU, so a bigger GPU runs out of memory
+where a T4 would (records say "t4-profile"), and 'auto' trains in a T4's fp16 (`calibrate` then measures that path,
+cached apart from the GPU's own).
 
 Bad input gives one line on stderr, "labkit: error: …", and exit code 2, whichever command and whichever check
 found it (the same checks as `labkit.RunConfig`, `labkit.run` and the lab). Advice that does not stop a run is one
@@ -68,6 +70,7 @@ def cmd_doctor(args) -> int:
 def cmd_calibrate(args) -> int:
     """Measure this device's time constants (F, B, o) for the time theory; cached per device and versions."""
     from labkit.engine.calibrate import calibrate, format_calibration
+    _apply_t4_profile(args)                # a T4's precision path (fp16) on a bigger GPU, cached apart from its own
     if not args.json:
         print("calibrating: matmuls, copies, a probe step (a few seconds) …", file=sys.stderr, flush=True)
     result = calibrate(force=args.force)
@@ -237,6 +240,7 @@ def build_parser() -> Parser:
                                          "seconds per op (a few seconds; cached per device and library versions)")
     p.add_argument("--force", action="store_true", help="measure again even if this device has cached constants")
     p.add_argument("--json", action="store_true", help="print the constants as JSON")
+    _add_t4_profile(p)
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("estimate", help="theory only: predicted memory and FLOPs, nothing is loaded")

@@ -3,7 +3,7 @@
 Ground rule 1: measurement never imports the theory and the theory never imports measurement, so a measured figure
 cannot come from a formula, nor a prediction from a measurement. Beyond that, every import goes downward:
 
-    layer 0  config, shapes, units, record           what everything shares
+    layer 0  config, shapes, units, record, goals    what everything shares
     layer 1  theory | engine/ | report/               three rooms that never import each other
     layer 2  experiment, search, sweeps               runs with their theory; grids; the largest micro-batch
     layer 3  course/, checkers/, cli, flags, fresh    what people use: lessons, the lab, exercises, the shell
@@ -20,7 +20,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LABKIT = ROOT / "labkit"
 LAYERS = [
-    {"config", "shapes", "units", "record"},
+    {"config", "shapes", "units", "record", "goals"},
     {"theory", "engine", "report"},
     {"experiment", "search", "sweeps"},
     {"course", "checkers", "cli", "flags", "fresh", "__main__"},

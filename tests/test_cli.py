@@ -183,8 +183,8 @@ def test_step_and_path_errors_come_before_any_run(args, words, capsys, tmp_path)
 
 
 # ---- --t4-profile ---------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("command", ["run", "sweep", "search"])
-def test_t4_profile_flag_parses_for_run_sweep_and_search(command, capsys):
+@pytest.mark.parametrize("command", ["run", "sweep", "search", "calibrate"])
+def test_t4_profile_flag_parses_for_run_sweep_search_and_calibrate(command, capsys):
     args = cli.build_parser().parse_args([command, "--t4-profile"])
     assert args.t4_profile is True
     assert cli.build_parser().parse_args([command]).t4_profile is False
@@ -201,7 +201,7 @@ def test_t4_profile_is_not_an_estimate_or_doctor_flag():
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the refusal is for machines without CUDA")
-@pytest.mark.parametrize("command", ["run", "sweep", "search"])
+@pytest.mark.parametrize("command", ["run", "sweep", "search", "calibrate"])
 def test_t4_profile_without_cuda_is_refused_in_one_line(command, capsys):
     # `run` in a fresh process, as a learner types it; sweep and search in this one (the same refusal, one code path:
     # an interpreter each would add ~2 s and no check)
@@ -209,23 +209,25 @@ def test_t4_profile_without_cuda_is_refused_in_one_line(command, capsys):
         p = labkit(command, "--t4-profile", "--seq-len", "32")
         rc, out, err = p.returncode, p.stdout, p.stderr
     else:
-        rc = cli.main([command, "--t4-profile", "--seq-len", "32"])
+        rc = cli.main([command, "--t4-profile"] + ([] if command == "calibrate" else ["--seq-len", "32"]))
         out, err = capsys.readouterr()
     assert rc == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("labkit: error: --t4-profile needs a CUDA GPU"), err
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the refusal is for machines without CUDA")
-@pytest.mark.parametrize("command", ["run", "sweep", "search"])
+@pytest.mark.parametrize("command", ["run", "sweep", "search", "calibrate"])
 def test_t4_profile_refusal_comes_before_any_work(command, monkeypatch, tmp_path, capsys):
     import labkit.search
     import labkit.experiment
+    from labkit.engine import calibrate
 
     def no_work(*a, **kw):
         raise AssertionError("a run started although --t4-profile was refused")
 
     monkeypatch.setattr(labkit.experiment, "run", no_work)
     monkeypatch.setattr(labkit.search, "largest_micro_batch", no_work)
+    monkeypatch.setattr(calibrate, "calibrate", no_work)
     out = tmp_path / "sub" / "s.jsonl"
     extra = ["--out", str(out)] if command == "sweep" else []
     assert cli.main([command, "--t4-profile"] + extra) == 2

@@ -30,9 +30,16 @@ def script(*args):
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=120)
 
 
-def test_help_on_a_cpu():
+def test_help_and_the_list_of_parts_on_a_cpu(gpu_check):
     p = script("--help")
     assert p.returncode == 0 and "--quick" in p.stdout and "--out DIR" in p.stdout and "T4-profile" in p.stdout
+    listed = script("--list")
+    assert listed.returncode == 0 and listed.stdout.strip() in p.stdout           # --help shows the parts too
+    rows = [line.split()[:2] for line in listed.stdout.splitlines()[1:] if line[1:2] == " " and "~" in line]
+    assert [r[0] for r in rows] == list(gpu_check.PARTS) == list("abcdefghij")
+    assert all(int(minutes.lstrip("~")) <= 8 for _, minutes in rows)             # each part fits an 8-minute loan
+    lessons = sorted(n for part in gpu_check.LESSON_PARTS.values() for n in part)
+    assert lessons == sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))   # every lesson, once
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
@@ -100,6 +107,8 @@ def test_section_c_reports_error_and_goal_per_config(gpu_check, monkeypatch, tmp
     gpu_check.section_c(gpu_check.Writer(tmp_path), "T4-profile: stand-in records", ("fp16", "fp32"), (True, False))
     assert len(seen) == 12 and set(seen) == {(m, p, g) for m in ("tiny", "llama-3.2-1b", "qwen2.5-0.5b")
                                              for p in ("fp16", "fp32") for g in (True, False)}
+    reference, = (tmp_path / "reference").glob("*.jsonl")          # every measured record (4 OOMs too), a line each
+    assert reference.name.startswith("gpu-t4-profile-") and len(_rows(reference)) == 12
     verdicts = {name: passed for name, passed, _ in gpu_check.RESULTS}
     assert verdicts["c: llama-3.2-1b fp16 ckpt on"] and not verdicts["c: tiny fp32 ckpt off"]
     assert not verdicts["c: qwen2.5-0.5b fp16 ckpt on"]                  # an OOM is not a met goal
@@ -132,21 +141,31 @@ def test_section_a_measures_each_stage_and_flags_a_leak(gpu_check, monkeypatch, 
     assert len(stages) == 5 and stages[2]["allocated_bytes"] - stages[1]["allocated_bytes"] == 13 * GiB
 
 
-def test_section_d_reports_each_lesson_pass_or_fail(gpu_check, monkeypatch, tmp_path):
+def test_the_lesson_parts_run_each_lesson_after_a_t4_profile_cell_and_read_its_outputs(gpu_check, monkeypatch,
+                                                                                         tmp_path):
     import nbformat
     (tmp_path / "repo" / "notebooks").mkdir(parents=True)
-    for name, code in (("good", "print('fine')"), ("bad", "1 / 0")):
+    for name, code in (("good", "print('fine')"), ("bad", "1 / 0"), ("says_none", "print('peak: None MiB')")):
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(nb, tmp_path / "repo" / "notebooks" / f"{name}.ipynb")
     monkeypatch.setattr(gpu_check, "ROOT", tmp_path / "repo")
-    gpu_check.section_d(gpu_check.Writer(tmp_path / "out"), tmp_path / "out", ("good", "bad"))
-    rows = {r["lesson"]: r for r in _rows(tmp_path / "out" / "d_lessons.jsonl")}
+    # t4_profile() needs CUDA: here the first cell leaves a mark instead, to show it runs before the lesson
+    assert "t4_profile()" in gpu_check.T4_FIRST_CELL
+    monkeypatch.setattr(gpu_check, "T4_FIRST_CELL", "T4_MARK = 'profile set first'")
+    gpu_check.section_lessons(gpu_check.Writer(tmp_path / "out"), tmp_path / "out", "g", ("good", "bad", "says_none"))
+    rows = {r["lesson"]: r for r in _rows(tmp_path / "out" / "g_lessons.jsonl")}
     assert rows["good"]["passed"] and not rows["bad"]["passed"] and "ZeroDivisionError" in rows["bad"]["error"]
-    assert (tmp_path / "out" / "notebooks" / "good.ipynb").exists()          # executed copies kept
+    assert rows["says_none"]["passed"] and rows["says_none"]["problems"] == ["cell 1: None — 'peak: None MiB'"]
+    verdicts = {name: passed for name, passed, _ in gpu_check.RESULTS}
+    assert verdicts["g: lesson good reads clean"] and not verdicts["g: lesson says_none reads clean"]
+    kept = nbformat.read(tmp_path / "out" / "notebooks" / "good.ipynb", 4)           # executed copies kept
+    assert kept.cells[0].source == "T4_MARK = 'profile set first'" and kept.cells[1].outputs[0]["text"] == "fine\n"
 
 
-def test_section_f_compares_step_time_and_deltas_with_the_time_theory(gpu_check, monkeypatch, tmp_path, capsys):
+@pytest.mark.parametrize("letter, t4", [("f", False), ("i", True)])
+def test_the_time_parts_compare_step_time_and_deltas_with_the_time_theory(letter, t4, gpu_check, monkeypatch,
+                                                                          tmp_path, capsys):
     import subprocess
     from labkit import fresh
     calls = []
@@ -156,6 +175,7 @@ def test_section_f_compares_step_time_and_deltas_with_the_time_theory(gpu_check,
         return subprocess.CompletedProcess(cmd, 0, "time constants (calibrated on NVIDIA H200, …)", "")
 
     def run(cfg, steps, weights, t4_profile):
+        assert t4_profile is t4                                   # f: this GPU's own path; i: a T4's
         # measured: 0.2 s flat up to mb 4, then 0.3 s; ckpt off 0.15 s (ckpt on costs +33 %); fp32 0.21 s
         measured = {1: 0.2, 2: 0.2, 4: 0.2, 8: 0.3}[cfg.micro_batch]
         if not cfg.gradient_checkpointing:
@@ -171,13 +191,60 @@ def test_section_f_compares_step_time_and_deltas_with_the_time_theory(gpu_check,
 
     monkeypatch.setattr(subprocess, "run", calibrate)
     monkeypatch.setattr(fresh, "run", run)
-    gpu_check.section_f(gpu_check.Writer(tmp_path), "T4-profile: stand-in records")
-    assert calls == [["calibrate", "--force"]]
-    verdicts = {name: passed for name, passed, _ in gpu_check.RESULTS}
-    assert verdicts["f: labkit calibrate on CUDA"] and verdicts["f: step time mb 1"]      # 0.21 vs 0.2: +5 %
-    assert not verdicts["f: step time mb 8"]                                               # 0.45 vs 0.3: +50 %
-    assert verdicts["f: delta micro-batch 1 → 4"]                                          # ±0 vs ±0
-    assert not verdicts["f: delta checkpointing off → on"]                                 # +33 % vs ±0 %
-    deltas = {r["delta"]: r for r in _rows(tmp_path / "f_deltas.jsonl")}
+    gpu_check.section_time(gpu_check.Writer(tmp_path), "T4-profile: stand-in records", letter, t4)
+    assert calls == [["--force", "--t4-profile"] if t4 else ["calibrate", "--force"]]
+    verdicts = {name[3:]: passed for name, passed, _ in gpu_check.RESULTS if name.startswith(f"{letter}: ")}
+    assert len(verdicts) == 1 + 6 + 3
+    assert verdicts["step time mb 1"]                                                     # 0.21 vs 0.2: +5 %
+    assert verdicts["labkit calibrate --force" + (" --t4-profile" if t4 else "")]
+    assert not verdicts["step time mb 8"]                                                 # 0.45 vs 0.3: +50 %
+    assert verdicts["delta micro-batch 1 → 4"]                                            # ±0 vs ±0
+    assert not verdicts["delta checkpointing off → on"]                                   # +33 % vs ±0 %
+    deltas = {r["delta"]: r for r in _rows(tmp_path / f"{letter}_deltas.jsonl")}
     assert deltas["checkpointing off → on"]["gap_points"] == pytest.approx(-100 / 3)
     assert "overhead" in capsys.readouterr().out
+    reference, = (tmp_path / "reference").glob("*.jsonl")
+    assert ("-t4-profile-" in reference.name) is t4 and len(_rows(reference)) == 6
+
+
+def test_the_op_count_part_holds_both_paths_to_the_goal(gpu_check, monkeypatch, tmp_path):
+    import labkit.engine.hardware as hardware
+    calls = []
+    monkeypatch.setattr(hardware, "t4_profile_off", lambda: calls.append("off"))
+    monkeypatch.setattr(hardware, "t4_profile", lambda: calls.append("on"))
+    real = gpu_check._op_count_table()
+
+    class Grid:                        # op_count_table's grid, runs made up: the own path within 5 %, the T4's not
+        VARIANTS, worst = real.VARIANTS, staticmethod(real.worst)
+
+        @staticmethod
+        def table(models, variants=real.VARIANTS):
+            t4 = calls[-1] == "on"
+            calls.append(("table", len(variants)))
+            return [{"model": m, "variant": v, "status": "ok", "error": 0.08 if t4 else 0.01}
+                    for m in models for v, _ in variants]
+
+    monkeypatch.setattr(gpu_check, "_op_count_table", lambda: Grid)
+    gpu_check.section_j(gpu_check.Writer(tmp_path), "T4-profile: stand-in records", quick=True)
+    bf16 = sum(change.get("precision") == "bf16" for _, change in real.VARIANTS)
+    assert bf16 and calls == ["off", ("table", len(real.VARIANTS)), "on", ("table", len(real.VARIANTS) - bf16)]
+    verdicts = {name: passed for name, passed, _ in gpu_check.RESULTS}
+    assert verdicts["j: op counts, own path"] and not verdicts["j: op counts, T4 profile"]
+    assert {r["path"] for r in _rows(tmp_path / "j_op_counts.jsonl")} == {"own path", "T4 profile"}
+    assert real.worst([{"error": 0.01}, {"error": None}]) == float("inf")          # a run that did not finish
+
+
+def test_the_reference_readme_has_a_row_per_set(gpu_check, tmp_path):
+    write = gpu_check.Writer(tmp_path, "NVIDIA H100 80GB HBM3", "2026-12-08")
+    cfg = RunConfig(model="llama-3.2-1b")
+    for status in ("ok", "oom"):
+        write.reference(_record(cfg, status), t4=True)
+    write.reference(_record(cfg), t4=False)
+    facts = {"gpu": "NVIDIA H100 80GB HBM3", "time": "2026-12-08T10:00:00+00:00", "labkit_commit": "abc1234",
+             "torch": "2.13.0", "transformers": "5.24.0", "peft": "0.21.0", "bitsandbytes": "0.50.2"}
+    text = gpu_check.reference_readme(tmp_path, facts, ["--only", "c"])
+    assert "| `nvidia-h100-80gb-hbm3-t4-profile-2026-12-08` | an NVIDIA H100 80GB HBM3 in T4 profile, 2026-12-08 |" \
+        in text and "2 runs, each in a fresh process (1 ok, 1 OOM)" in text and "--only c" in text
+    assert "| `nvidia-h100-80gb-hbm3-2026-12-08` | an NVIDIA H100 80GB HBM3, 2026-12-08 |" in text
+    assert (tmp_path / "reference" / "README.md").read_text() == text
+    assert gpu_check.reference_readme(tmp_path / "none", facts, []) is None

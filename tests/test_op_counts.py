@@ -15,6 +15,7 @@ from labkit import theory
 from labkit.config import PROJECTIONS, RunConfig
 from labkit.engine import op_count
 from labkit.experiment import estimate, run
+from labkit.goals import OP_COUNT_REL
 from labkit.shapes import PRESETS
 
 pytestmark = pytest.mark.long      # half a minute or more: started early (tests/conftest.py)
@@ -27,7 +28,7 @@ RECIPES_CHECKED_AT_THESE_VERSIONS = (tuple(int(x) for x in transformers.__versio
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 ALL_LINEAR = PROJECTIONS
-TOL = 0.05
+TOL = OP_COUNT_REL
 PHASES = ("forward", "recompute", "backward", "total")
 
 

@@ -10,6 +10,7 @@ import torch
 
 from labkit.config import RunConfig
 from labkit.experiment import run
+from labkit.goals import peak_goal
 
 pytestmark = pytest.mark.long      # half a minute or more: started early (tests/conftest.py)
 
@@ -178,8 +179,5 @@ def test_theory_peak_matches_the_h100_records(model, seq, micro, accum, gc, prec
 
     cfg = RunConfig(model=model, seq_len=seq, micro_batch=micro, grad_accum=accum, gradient_checkpointing=gc)
     peak = theory.predict_memory(PRESETS[model].shape, cfg, precision, padding, "cuda", (9, 0), {})["peak"]
-    if model == "tiny":
-        assert abs(peak - measured) <= 16 * MiB                       # the goal for tiny
-    else:
-        assert abs(_err(peak, measured)) <= 0.03                      # ... and for every other preset
+    assert peak_goal(model, measured, peak)[0]                        # the goal: ±3 % (tiny: ±16 MiB)
     assert abs(peak - measured) <= 4 * MiB                            # what the theory reaches today (±3 MiB)

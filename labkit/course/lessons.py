@@ -83,10 +83,15 @@ def environment(verbose: bool = True) -> Environment:
     show_figures()
     import torch
 
-    from labkit.engine.hardware import t4_rehearsal_active
+    from labkit.engine.hardware import t4_profile_active, t4_rehearsal_active
     on_gpu = torch.cuda.is_available()
     rehearsal = not on_gpu and t4_rehearsal_active()
-    if on_gpu:
+    profiled = on_gpu and t4_profile_active()
+    if profiled:                    # a bigger GPU capped to a T4's memory: runs take a T4's precision (fp16) too
+        props = torch.cuda.get_device_properties(0)
+        env = Environment("cuda", True, "llama-3.2-1b", f"{props.name} in T4 profile", (7, 5),
+                          "google.colab" in sys.modules)
+    elif on_gpu:
         props = torch.cuda.get_device_properties(0)
         env = Environment("cuda", True, "llama-3.2-1b", props.name, (props.major, props.minor),
                           "google.colab" in sys.modules)
@@ -98,7 +103,11 @@ def environment(verbose: bool = True) -> Environment:
         print("T4 rehearsal on the CPU (a test of the kit): runs take a T4's fp16 path on the 'tiny' stand-in and "
               "are labelled 't4-rehearsal'; no figure here is a T4's.")
     elif verbose:
-        if on_gpu:
+        if profiled:
+            print(f"GPU: {env.device_name}: capped at a T4's memory and trained in a T4's precision (fp16), so runs "
+                  f"run out of memory where a T4 would; their times are this GPU's, not a T4's. Lessons use the "
+                  f"'{env.model}' model; records are labelled 't4-profile'.")
+        elif on_gpu:
             print(f"GPU: {env.device_name} (compute capability {'.'.join(map(str, env.capability))}) → lessons use "
                   f"the '{env.model}' model.")
         else:

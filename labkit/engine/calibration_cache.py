@@ -31,16 +31,24 @@ def _versions() -> dict:
 
 
 def device_identity(device: str | None = None) -> dict:
-    """What the constants belong to: the device's type and name, the library versions and (CPU) torch's threads."""
+    """What the constants belong to: the device's type and name, the library versions, (CPU) torch's threads, and
+    whether the probes take a T4's precision path on a device that is not a T4 (a bigger GPU under the T4 profile,
+    the CPU in the tests' T4 rehearsal): 'auto' is fp16 there, so the per-op probe and the 4-bit dequantization
+    run in fp16, not in the device's own precision, and the two calibrations are kept apart."""
+    from labkit.engine import hardware
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda":
         name = torch.cuda.get_device_properties(dev.index or 0).name
         threads = None
+        t4_path = hardware.t4_profile_active()
     else:
-        from labkit.engine.hardware import device_facts
-        name = device_facts("cpu", check_hub=False)["name"]
+        name = hardware.device_facts("cpu", check_hub=False)["name"]
         threads = torch.get_num_threads()
-    return {"type": dev.type, "name": name, "threads": threads, "versions": _versions(), "calibration": VERSION}
+        t4_path = hardware.t4_rehearsal_active()
+    identity = {"type": dev.type, "name": name, "threads": threads, "versions": _versions(), "calibration": VERSION}
+    if t4_path:                              # only then: the cache files of every other calibration keep their names
+        identity["t4_path"] = True
+    return identity
 
 
 def cache_path(identity: dict) -> str:

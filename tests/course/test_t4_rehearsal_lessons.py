@@ -1,7 +1,8 @@
 """Lessons as a T4 learner's Run All takes them, rehearsed on the CPU (see tests/course/test_t4_rehearsal.py): the lessons
 whose cells branch on the precision a run resolves to (02-05: calibration, fp16 with loss scaling, the 4-bit
 compute dtype), executed end to end in a kernel started with LABKIT_T4_REHEARSAL=1. A cell that raises fails the
-test; so does a line on stderr (red in a notebook) and a lesson in which no run shows its 't4-rehearsal' label.
+test; so does an output a learner must not read (stderr, which is red in a notebook; nan; None; error text:
+`labkit.course.lesson_outputs`) and a lesson in which no run shows its 't4-rehearsal' label.
 
 The three lessons run one after another in one kernel, its namespace emptied (%reset -f) before each, as a
 learner's Restart & Run All would leave it but for the modules already imported: a kernel each would import
@@ -17,6 +18,8 @@ import pytest
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
+
+from labkit.course.lesson_outputs import problems
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 LESSONS = ["02_gradient_checkpointing", "04_mixed_precision", "05_qlora_together"]
@@ -67,9 +70,9 @@ def test_the_lesson_runs_end_to_end_on_the_t4_path(lesson, rehearsal_kernel):
         if client.kc is not None:     # a client of a kernel it does not own is left open by nbclient
             client.kc.stop_channels()
     assert run_sync(km.is_alive)(), f"the kernel died during {lesson}"
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    stderr = [o["text"] for o in outputs if o.get("output_type") == "stream" and o.get("name") == "stderr"]
-    assert stderr == [], f"{lesson} printed on stderr under the T4 rehearsal: {stderr}"
+    nb.cells.pop(0)                   # the %reset cell: cell numbers as in the lesson
+    said = problems(nb)               # stderr (red in a notebook), nan, None, error text
+    assert said == [], f"{lesson} printed what a learner must not read under the T4 rehearsal: {said}"
     runs = [o for c in nb.cells if c.cell_type == "code" and "environment(" not in c.source   # not the banner,
             for o in c.get("outputs", [])]                                                # which names the label
     text = json.dumps([o.get("text") or o.get("data", {}).get("text/plain") for o in runs])

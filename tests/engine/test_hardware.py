@@ -121,6 +121,26 @@ def test_t4_profile_fraction(monkeypatch):
     assert t4_profile() == 1.0
 
 
+def test_the_lessons_environment_under_the_t4_profile(monkeypatch, capsys):
+    """A bigger GPU capped by `t4_profile()` before a lesson starts (as benchmarks/gpu_check.py runs every lesson):
+    the lesson's environment says so and resolves 'auto' as a T4 does (fp16), as the runs will; without the
+    profile the same GPU is itself (bf16)."""
+    import labkit.engine.hardware as hardware
+    from labkit.course import lessons
+    monkeypatch.setattr(hardware, "_T4_PROFILE", False)
+    monkeypatch.setattr(lessons, "quiet", lambda: None)
+    _pretend_gpu(monkeypatch, "NVIDIA H100 80GB HBM3", 9, 0, 85_520_809_984, bf16_says=True)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda i: 0)
+    own = lessons.environment()
+    assert own.precision == "bf16" and own.device_name == "NVIDIA H100 80GB HBM3"
+    assert "compute capability 9.0" in capsys.readouterr().out
+    assert t4_profile() < 1
+    capped = lessons.environment()
+    assert capped.precision == "fp16" and capped.capability == (7, 5) and capped.model == "llama-3.2-1b"
+    out = capsys.readouterr().out
+    assert "H100 80GB HBM3 in T4 profile" in out and "fp16" in out and "not a T4's" in out
+
+
 def test_t4_profile_refuses_cpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="CUDA"):
