@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))                                   # this checkout's labkit, here and (main) in children
 
 from labkit.goals import DELTA_POINTS, OP_COUNT_REL, STEP_TIME_REL, peak_goal  # noqa: E402
+from labkit.record import RunRecord, dumps, typed  # noqa: E402
 from labkit.units import GiB, MiB  # noqa: E402
 
 ASSUMED_CONTEXT = GiB // 2           # a T4's CUDA context and libraries, ~0.5 GiB, come out of its 14.75 GiB
@@ -80,17 +81,16 @@ def check(name: str, passed: bool, line: str) -> None:
     print(f"   {'PASS' if passed else 'FAIL'}  {name}: {line}", flush=True)
 
 
-def fresh_run(cfg, steps: int, write=None, t4: bool = True) -> dict:
+def fresh_run(cfg, steps: int, write=None, t4: bool = True) -> RunRecord:
     """`labkit run --json --weights random` (with `--t4-profile` unless `t4` is False) in a fresh process. A child
     that dies without a record (a crash, a timeout) becomes a record with status "crash", so one bad config does not
     end the part. A measured record (ok or OOM) also goes to the reference set (`write.reference`)."""
     from labkit import fresh
     try:
-        rec = fresh.run(cfg, steps=steps, weights="random", t4_profile=t4)
+        rec = typed(fresh.run(cfg, steps=steps, weights="random", t4_profile=t4))
     except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
-        return {"config": cfg.to_dict(), "status": "crash", "error": str(e)[:300], "labels": [],
-                "measured": {"peak_allocated_bytes": None}, "theory": {}}
-    if write is not None and rec.get("status") in ("ok", "oom"):
+        return RunRecord(config=cfg.to_dict(), status="crash", error=str(e)[:300])
+    if write is not None and rec.status in ("ok", "oom"):
         write.reference(rec, t4)
     return rec
 
@@ -109,8 +109,8 @@ class Writer:
         self.gpu, self.date = gpu, date or datetime.date.today().isoformat()
 
     def __call__(self, section: str, row: dict) -> None:
-        with open(self.out / f"{section}.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row, default=str) + "\n")
+        with open(self.out / f"{section}.jsonl", "a", encoding="utf-8") as fh:      # a record inside as its JSON form
+            fh.write(json.dumps(row, default=lambda o: o.to_dict() if hasattr(o, "to_dict") else str(o)) + "\n")
 
     def reference_name(self, t4: bool) -> str:
         """'nvidia-h100-80gb-hbm3-t4-profile-2026-12-08'"""
@@ -120,7 +120,7 @@ class Writer:
         folder = self.out / "reference"
         folder.mkdir(exist_ok=True)
         with open(folder / f"{self.reference_name(t4)}.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+            fh.write(dumps(record) + "\n")
 
 
 def reference_readme(out: Path, facts: dict, argv: list[str]) -> str | None:
@@ -210,12 +210,13 @@ def section_a(write, stand_in: str) -> None:
     def stage(name, record=None):
         allocated, reserved = now()
         allocated_at[name] = allocated
-        peak = record["measured"]["peak_allocated_bytes"] if record else None
-        rows.append((name, record["status"] if record else "", mib(peak), mib(allocated), mib(reserved)))
-        write("a_oom_scene", {"stage": name, "status": record["status"] if record else None,
+        record = typed(record) if record is not None else None
+        peak = record.measured.peak_allocated_bytes if record else None
+        rows.append((name, record.status if record else "", mib(peak), mib(allocated), mib(reserved)))
+        write("a_oom_scene", {"stage": name, "status": record.status if record else None,
                               "peak_allocated_bytes": peak, "allocated_bytes": allocated, "reserved_bytes": reserved,
-                              "config": record["config"] if record else None,
-                              "error": record["error"] if record else None, "t4_profile": T4_PROFILED})
+                              "config": record.config if record else None,
+                              "error": record.error if record else None, "t4_profile": T4_PROFILED})
         return record
 
     def one_step(cfg):                 # one optimizer step, no warm-up: memory is the point here, not time
@@ -231,11 +232,11 @@ def section_a(write, stand_in: str) -> None:
     print(table(rows, ("stage", "status", "peak allocated", "allocated now", "reserved now")))
 
     leak = allocated_at[after_oom] - allocated_at[after_fit]        # what the failed run left behind
-    check("a: first run fits", first["status"] == "ok", f"status {first['status']}")
-    check("a: too-big run is an OOM", oom["status"] == "oom", f"status {oom['status']} ({oom.get('error')})")
+    check("a: first run fits", first.status == "ok", f"status {first.status}")
+    check("a: too-big run is an OOM", oom.status == "oom", f"status {oom.status} ({oom.error})")
     check("a: the OOM leaves nothing allocated", abs(leak) <= LEAK_TOLERANCE,
           f"allocated after the OOM − after the first fit = {mib(leak)} (tolerance ±{mib(LEAK_TOLERANCE)})")
-    check("a: the first run fits again", again["status"] == "ok", f"status {again['status']}")
+    check("a: the first run fits again", again.status == "ok", f"status {again.status}")
 
 
 # ---- (b) the largest micro-batch -------------------------------------------------------------------------------------
@@ -280,16 +281,16 @@ def section_b(write, stand_in: str, seqs) -> None:
 
         def shown(b):
             r = alone.get(b)
-            return "—" if r is None else f"{r['status']} {mib(r['measured']['peak_allocated_bytes'])}"
+            return "—" if r is None else f"{r.status} {mib(r.measured.peak_allocated_bytes)}"
 
         rows.append((seq, best, trail, shown(best), shown(best + 1 if best else None), at_cap, at_t4))
         write("b_search", {"seq_len": seq, "search_best": best, "search": found, "t4_profile": T4_PROFILED,
                            "runs_alone": {str(b): r for b, r in alone.items()},
                            "theory_largest_at_14_75_gib": at_cap, "theory_largest_at_14_25_gib": at_t4})
-        check(f"b: seq {seq}, best fits alone", bool(best) and alone[best]["status"] == "ok",
+        check(f"b: seq {seq}, best fits alone", bool(best) and alone[best].status == "ok",
               f"best {best}: {shown(best)}")
         if best:
-            check(f"b: seq {seq}, best + 1 does not fit alone", alone[best + 1]["status"] == "oom",
+            check(f"b: seq {seq}, best + 1 does not fit alone", alone[best + 1].status == "oom",
                   f"{best + 1}: {shown(best + 1)}")
             check(f"b: seq {seq}, search within 1 of the theory at 14.75 GiB", abs(best - at_cap) <= 1,
                   f"search {best}, theory {at_cap} (at 14.25 GiB: {at_t4})")
@@ -314,23 +315,23 @@ def section_c(write, stand_in: str, precisions, checkpointing) -> None:
                 cfg = RunConfig(model=model, seq_len=seq, micro_batch=micro, grad_accum=1, precision=precision,
                                 gradient_checkpointing=gc)
                 rec = fresh_run(cfg, steps=2, write=write)
-                measured, theory = rec["measured"]["peak_allocated_bytes"], rec["theory"].get("peak")
+                measured, theory = rec.measured.peak_allocated_bytes, rec.theory.peak
                 name = f"c: {model} {precision} ckpt {'on' if gc else 'off'}"
-                if rec["status"] != "ok" or not measured:
-                    rows.append((model, precision, "on" if gc else "off", rec["status"], "—", mib(theory), "", "",
+                if rec.status != "ok" or not measured:
+                    rows.append((model, precision, "on" if gc else "off", rec.status, "—", mib(theory), "", "",
                                  ""))
-                    check(name, False, f"status {rec['status']} ({rec.get('error')})")
+                    check(name, False, f"status {rec.status} ({rec.error})")
                     write("c_peak_grid", {"model": model, "precision": precision, "checkpointing": gc,
-                                          "status": rec["status"], "record": rec, "t4_profile": T4_PROFILED})
+                                          "status": rec.status, "record": rec, "t4_profile": T4_PROFILED})
                     continue
                 ok, goal = peak_goal(model, measured, theory)
                 error = theory / measured - 1
-                rows.append((model, precision, "on" if gc else "off", rec["status"], mib(measured), mib(theory),
+                rows.append((model, precision, "on" if gc else "off", rec.status, mib(measured), mib(theory),
                              f"{error:+.1%}", goal, "yes" if ok else "no"))
                 write("c_peak_grid", {"model": model, "precision": precision, "checkpointing": gc,
-                                      "status": rec["status"], "peak_allocated_bytes": measured,
+                                      "status": rec.status, "peak_allocated_bytes": measured,
                                       "theory_peak_bytes": theory, "error": error, "goal": goal, "met": ok,
-                                      "labels": rec["labels"], "record": rec, "t4_profile": T4_PROFILED})
+                                      "labels": rec.labels, "record": rec, "t4_profile": T4_PROFILED})
                 check(name, ok, f"theory {mib(theory)} vs measured {mib(measured)} ({error:+.1%}, goal {goal})")
     print(table(rows, ("model", "precision", "ckpt", "status", "peak measured", "peak theory", "error", "goal",
                        "met")))
@@ -429,15 +430,15 @@ def section_time(write, stand_in: str, letter: str, t4: bool) -> None:
     for name, change in TIME_GRID:
         cfg = RunConfig(model="llama-3.2-1b", seq_len=512, grad_accum=1, **change)
         rec = fresh_run(cfg, steps=4, write=write, t4=t4)
-        measured = (rec.get("measured") or {}).get("step_time_s")
-        t = (rec.get("theory") or {}).get("time") or {}
+        measured = rec.measured.step_time_s
+        t = rec.theory.time or {}
         step[name] = (measured, t.get("step_s"))
         error = t["step_s"] / measured - 1 if measured and t.get("step_s") else None
-        rows.append((name, (rec.get("resolved") or {}).get("precision") or "", rec["status"],
+        rows.append((name, (rec.resolved or {}).get("precision") or "", rec.status,
                      f"{measured:.3f} s" if measured else "—", f"{t['step_s']:.3f} s" if t.get("step_s") else "—",
                      f"{error:+.0%}" if error is not None else "", t.get("regime") or "",
                      ((t.get("constants") or {}).get("source") or "")[:40]))
-        write(f"{letter}_time", {"config": name, "status": rec["status"], "measured_step_s": measured, "theory": t,
+        write(f"{letter}_time", {"config": name, "status": rec.status, "measured_step_s": measured, "theory": t,
                                  "error": error, "record": rec, "t4_profile": t4 and T4_PROFILED})
         check(f"{letter}: step time {name}", error is not None and abs(error) <= STEP_TIME_REL,
               f"theory {t.get('step_s')} vs measured {measured} (goal ±{STEP_TIME_REL:.0%})")

@@ -22,6 +22,7 @@ import sys
 
 from labkit.flags import argv_for
 from labkit.config import RunConfig
+from labkit.record import RunRecord, as_record
 
 ALLOC_CONF_VARS = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")   # torch ≥ 2.9 reads the second name too
 
@@ -90,9 +91,10 @@ def call(argv: list[str], env: dict | None = None, timeout: float = 900) -> dict
 
 
 def run(cfg: RunConfig, steps: int = 3, warmup: int | None = None, weights: str = "auto", t4_profile: bool = False,
-        alloc_conf: str | None = None, timeout: float = 900) -> dict:
-    """`experiment.run` in a fresh process: the record (status ok, oom or error) that `labkit run --json` prints."""
-    return call(run_command(cfg, steps, warmup, weights, t4_profile), child_env(alloc_conf), timeout)
+        alloc_conf: str | None = None, timeout: float = 900) -> RunRecord:
+    """`experiment.run` in a fresh process: the record (status ok, oom or error) that `labkit run --json` prints,
+    typed as `labkit.run` returns it."""
+    return as_record(call(run_command(cfg, steps, warmup, weights, t4_profile), child_env(alloc_conf), timeout))
 
 
 def search(cfg: RunConfig, lo: int = 1, hi: int = 64, weights: str = "auto", t4_profile: bool = False,

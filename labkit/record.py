@@ -23,7 +23,7 @@ import dataclasses
 import json
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,8 +34,9 @@ SCHEMA = 3
 PHASES = ("forward", "recompute", "backward")
 
 
-class _Part(Mapping):
-    """Mapping access over a dataclass: `part["name"]` is `part.name`; unknown keys live in `part.extra`."""
+class _Part(MutableMapping):
+    """Mapping access over a dataclass, for scripts written when records were dicts: `part["name"]` is `part.name`
+    (set and update too: a part set from its JSON form is typed as it is set); unknown keys live in `part.extra`."""
 
     extra: dict
 
@@ -49,9 +50,18 @@ class _Part(Mapping):
 
     def __setitem__(self, key, value):
         if key in self._names():
+            parse = self._nested().get(key)          # a part set from its JSON form is typed as it is set
+            if parse is not None and isinstance(value, Mapping) and not isinstance(value, _Part):
+                value = parse(value)
             setattr(self, key, value)
         else:
             self.extra[key] = value
+
+    def __delitem__(self, key):
+        if key in self._names():
+            setattr(self, key, None)
+        else:
+            del self.extra[key]
 
     def _left_out(self, name: str, value) -> bool:
         """Whether a field stays out of the JSON form (and so out of the mapping view): a part's own rule."""
@@ -151,7 +161,23 @@ class Theory(_Part):
     step_time_at_peak_s: float | None = None
     time: dict | None = None                    # one micro-step: compute_s, memory_s, overhead_s, total_s, regime,
                                                 # constants; optimizer_s and step_s for the whole optimizer step
+    # the breakdowns (records from before a term was added lack it: left out of the JSON form when None)
+    activations_breakdown: dict | None = None   # saved bytes by part of a layer: norms, attention, rope, mlp, lora, …
+    peak_phase: str | None = None               # where in the step the peak falls
+    peak_breakdown: dict | None = None          # what is live at the peak
+    peak_phases: dict | None = None             # the peak of each phase
+    cuda_workspace: int | None = None           # cuBLAS workspace on CUDA
+    padding_mask: bool | None = None            # whether the batch carries a padding mask (another attention path)
+    step_flops_breakdown: dict | None = None    # forward, backward, recompute
+    aten_ops: dict | None = None                # ops dispatched per phase (forward, recompute, backward)
+    data_parallel: dict | None = None           # N ranks: all-reduce bytes and time, memory per rank, step_s
     extra: dict = field(default_factory=dict)
+
+    _BREAKDOWNS = ("activations_breakdown", "peak_phase", "peak_breakdown", "peak_phases", "cuda_workspace",
+                   "padding_mask", "step_flops_breakdown", "aten_ops", "data_parallel")
+
+    def _left_out(self, name, value) -> bool:
+        return name in self._BREAKDOWNS and value is None
 
 
 @dataclass(eq=False)
@@ -220,6 +246,20 @@ def as_record(obj) -> RunRecord:
         return obj
     check_record(obj)
     return RunRecord.from_dict(obj)
+
+
+_NEVER_NONE = ("config", "labels", "warnings", "theory", "measured", "status")   # RunRecord's parts with a default
+
+
+def typed(record) -> RunRecord:
+    """A RunRecord to read by attribute: the record itself, or one made from its JSON form (a dict from a file, a
+    child process, a reference set) without checking it. A part it lacks or holds as null reads as the default
+    (an empty theory, measured, config or labels; status "ok"), so readers never test for a missing part.
+    Readers use this; loaders check what they load (`as_record`, `read_jsonl`)."""
+    if isinstance(record, RunRecord):
+        return record
+    d = {k: v for k, v in (record or {}).items() if not (k in _NEVER_NONE and v is None)}
+    return RunRecord.from_dict(d)
 
 
 def _json_default(o: Any):

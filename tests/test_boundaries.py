@@ -138,3 +138,48 @@ def test_the_private_name_check_sees_one(tmp_path, monkeypatch):
     (tmp_path / "theory" / "peak.py").write_text("from labkit.theory.activations import _layer_saved, ok\n")
     monkeypatch.setattr(sys.modules[__name__], "LABKIT", tmp_path)
     assert private_names_taken("theory.peak") == ["labkit.theory.activations._layer_saved"]
+
+
+def import_cycles() -> list[list[str]]:
+    """Groups of modules that import one another around a loop (lazy imports inside functions count too), each
+    sorted; [] when the imports form no loop. A loop inside a room is as much a knot as one across rooms: neither
+    module can be read, changed or tested without the other."""
+    names = set(modules())
+    graph = {m: sorted(d for d in labkit_imports(m) if d in names and d != m) for m in names}
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(m):                                   # Tarjan's strongly connected components
+        index[m] = low[m] = len(index)
+        stack.append(m)
+        on_stack.add(m)
+        for d in graph[m]:
+            if d not in index:
+                visit(d)
+                low[m] = min(low[m], low[d])
+            elif d in on_stack:
+                low[m] = min(low[m], index[d])
+        if low[m] == index[m]:
+            group = []
+            while not group or group[-1] != m:
+                group.append(stack.pop())
+                on_stack.discard(group[-1])
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for m in sorted(names):
+        if m not in index:
+            visit(m)
+    return cycles
+
+
+def test_no_import_cycles_in_the_package():
+    assert import_cycles() == []
+
+
+def test_the_cycle_check_sees_one_inside_a_room(tmp_path, monkeypatch):
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "text.py").write_text("def f():\n    from labkit.report.timing import g\n")
+    (tmp_path / "report" / "timing.py").write_text("from labkit.report.text import f\n")
+    (tmp_path / "report" / "html.py").write_text("from labkit.report.text import f\n")
+    monkeypatch.setattr(sys.modules[__name__], "LABKIT", tmp_path)
+    assert import_cycles() == [["report.text", "report.timing"]]

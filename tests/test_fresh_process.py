@@ -55,8 +55,8 @@ def test_parse_output_takes_the_record_line():
 
 def test_a_real_child_run_on_the_cpu(child_finds_labkit):
     rec = fresh.run(RunConfig(seq_len=64, micro_batch=1, grad_accum=1), steps=1, timeout=300)
-    assert rec["status"] == "ok" and rec["config"]["seq_len"] == 64 and rec["run"]["warmup"] == 0
-    assert "cpu" in rec["labels"] and "time-includes-warmup" in rec["labels"]
+    assert rec.status == "ok" and rec.config["seq_len"] == 64 and rec.run["warmup"] == 0
+    assert "cpu" in rec.labels and "time-includes-warmup" in rec.labels
     with pytest.raises(ValueError, match="no per-step CUDA memory"):
         fragmentation.gap_per_step(rec)                                 # a CPU has no caching allocator
 

@@ -57,7 +57,11 @@ def test_a_new_record_reads_by_attribute_and_by_key_alike():
     assert rec.theory.activations == rec["theory"]["activations"] > 0
     assert rec.measured.peak_allocated_bytes is None and rec["measured"].get("peak_allocated_bytes") is None
     assert rec.config["micro_batch"] == 2 and "theory-only" in rec.labels
-    assert rec["theory"]["activations_breakdown"] == rec.theory.extra["activations_breakdown"]   # unknown → extra
+    assert rec["theory"]["activations_breakdown"] == rec.theory.activations_breakdown               # a breakdown
+    rec["theory"]["term_of_a_later_kit"] = 1                                                        # unknown → extra
+    assert rec.theory.extra == {"term_of_a_later_kit": 1} and rec["theory"]["term_of_a_later_kit"] == 1
+    old = Theory.from_dict({"peak": 5})                    # a record from before the breakdowns: none gained as null
+    assert old.to_dict() == {**{k: None for k in old}, "peak": 5} and "activations_breakdown" not in old.to_dict()
     rec["run"] = {"steps": 1}
     assert rec.run == {"steps": 1}
     assert json.loads(dumps(rec))["schema"] == SCHEMA

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from labkit import fresh
 from labkit.config import RunConfig
+from labkit.record import typed
 from labkit.units import GiB, MiB
 
 EXPANDABLE = "expandable_segments:True"
@@ -56,14 +57,14 @@ def compare(cfg: RunConfig, steps: int = 30, weights: str = "auto", runner=fresh
             for s in scenes(cfg)}
 
 
-def gap_per_step(record: dict) -> list[int]:
+def gap_per_step(record) -> list[int]:
     """reserved − allocated after each optimizer step, in bytes. ValueError when the record has no CUDA figures
     (a CPU run, or a run that failed before its first step)."""
-    m = record.get("measured") or {}
-    reserved, allocated = m.get("reserved_after_step"), m.get("allocated_after_step")
+    record = typed(record)
+    reserved, allocated = record.measured.reserved_after_step, record.measured.allocated_after_step
     if not reserved or not allocated:
-        device = (record.get("resolved") or {}).get("device")
-        why = record.get("error") or f"status {record.get('status')}, device {device}"
+        device = (record.resolved or {}).get("device")
+        why = record.error or f"status {record.status}, device {device}"
         raise ValueError(f"no per-step CUDA memory in this record ({why})")
     return [r - a for r, a in zip(reserved, allocated)]
 
@@ -72,12 +73,13 @@ def summary_rows(records: dict[str, dict]) -> list[tuple]:
     """One row per scene: gap after the first and the last step, largest gap, peak reserved, peak allocated."""
     rows = []
     for name, rec in records.items():
-        if rec.get("status") != "ok":
-            rows.append((name, rec.get("status"), "", "", "", ""))
+        rec = typed(rec)
+        if rec.status != "ok":
+            rows.append((name, rec.status, "", "", "", ""))
             continue
-        gaps, m = gap_per_step(rec), rec["measured"]
-        rows.append((name, _mib(gaps[0]), _mib(gaps[-1]), _mib(max(gaps)), _mib(m["peak_reserved_bytes"]),
-                     _mib(m["peak_allocated_bytes"])))
+        gaps, m = gap_per_step(rec), rec.measured
+        rows.append((name, _mib(gaps[0]), _mib(gaps[-1]), _mib(max(gaps)), _mib(m.peak_reserved_bytes),
+                     _mib(m.peak_allocated_bytes)))
     return rows
 
 
@@ -90,9 +92,9 @@ def _mib(n) -> str:
 
 def stand_in_note(records: dict[str, dict]) -> str:
     """Where the figures come from, for a chart title: the GPU, and "T4-profile" when a bigger GPU stood in."""
-    rec = next(iter(records.values()))
-    name = (rec.get("device") or {}).get("name") or "?"
-    labels = {lab for r in records.values() for lab in r.get("labels") or []}
+    rec = typed(next(iter(records.values())))
+    name = (rec.device or {}).get("name") or "?"
+    labels = {lab for r in records.values() for lab in typed(r).labels}
     note = f"measured on {name}"
     if "t4-profile" in labels:
         note += " in T4-profile (capped at 14.75 GiB; not a T4)"
@@ -108,11 +110,11 @@ def chart(records: dict[str, dict], path: str | None = None):
     fig = Figure(figsize=(8, 4), layout="constrained")
     ax = fig.add_subplot()
     for name, rec in records.items():
-        if rec.get("status") != "ok":
+        if typed(rec).status != "ok":
             continue
         gaps = gap_per_step(rec)
         ax.plot(range(1, len(gaps) + 1), [g / MiB for g in gaps], marker=".", label=name)
-    cfg = next(iter(records.values()))["config"]
+    cfg = typed(next(iter(records.values()))).config
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("reserved − allocated after the step (MiB)")
     ax.set_title(f"Cached but unused: {cfg['model']}, seq ≤ {cfg['seq_len']}, micro-batch {cfg['micro_batch']}\n"

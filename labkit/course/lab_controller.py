@@ -16,7 +16,9 @@ from collections.abc import Iterable, Mapping
 
 from labkit.course.lab_controls import LIVE
 from labkit.report.reference import as_reference, matches, missing_combination_text, provenance, reference_sets
-from labkit.report.text import config_label, delta_text, history_csv, history_row, labels_text, lookup
+from labkit.record import RunRecord, typed
+from labkit.report.html import lab_of
+from labkit.report.text import config_label, delta_text, history_csv, history_row, labels_text
 from labkit.units import fmt_row
 
 COMPARED_FIELDS = ("gradient_checkpointing", "micro_batch", "grad_accum", "precision", "seq_len")
@@ -68,7 +70,7 @@ class LabController:
         record = self._run_busy(cfg)
         if record is None:
             return None
-        self._show_outcome(record.get("status"))
+        self._show_outcome(typed(record).status)
         self._add(record, source="run")
         return record
 
@@ -102,8 +104,9 @@ class LabController:
             record = runner(cfg, steps=self.steps, warmup=self.warmup, device=self.device, weights=self.weights,
                             on_step=self._on_step)
             if arithmetic_gpus is not None:              # the settings' N, labelled: one process was measured
-                record["config"]["num_gpus"] = arithmetic_gpus
-                record["labels"].append("gpus-arithmetic")
+                record = typed(record)
+                record.config["num_gpus"] = arithmetic_gpus
+                record.labels.append("gpus-arithmetic")
         except ValueError as e:
             self._say("error", f"settings rejected: {e}")
         except KeyboardInterrupt:
@@ -115,7 +118,7 @@ class LabController:
             self.busy = False
             self._show_busy()
             if record is None:
-                from labkit.engine.runner import free_memory
+                from labkit.engine.measure import free_memory
                 free_memory()
                 self._show_outcome(None)
         return record
@@ -125,7 +128,7 @@ class LabController:
         return "no GPU" if seen == 0 else f"{seen} GPU{'s' if seen != 1 else ''} visible"
 
     # -- replaying -----------------------------------------------------------------------------------------------------
-    def replay(self, records=None, name: str | None = None, **values) -> list[dict]:
+    def replay(self, records=None, name: str | None = None, **values) -> list[RunRecord]:
         """Replay reference results; returns what was added to the history.
         Without `records`: switch to the set `name` (if given), set any given controls, and show the set's record
         for these settings. With `records` (a record or a list): add them all, labelled "reference"."""
@@ -142,10 +145,10 @@ class LabController:
         for rec in chosen:
             self._add(rec, source="reference")
         if chosen:
-            self._show_outcome(chosen[-1].get("status"), replayed=True)
+            self._show_outcome(chosen[-1].status, replayed=True)
         return chosen
 
-    def _find_in_set(self, name: str | None, values: dict) -> dict | None:
+    def _find_in_set(self, name: str | None, values: dict) -> RunRecord | None:
         """The chosen set's record for the controls (after `values`), or None with a message saying why not."""
         try:
             if name is not None and name != self.reference_name:
@@ -167,40 +170,40 @@ class LabController:
         return found[-1]
 
     # -- the history ---------------------------------------------------------------------------------------------------
-    def _previous(self, record: dict) -> dict | None:
+    def _previous(self, record: RunRecord) -> RunRecord | None:
         """The entry a new one is compared with: the previous live run, or the previous replay of the same set."""
-        key = (record["lab"]["source"], record.get("reference_set"))
+        key = (lab_of(record)["source"], record.extra.get("reference_set"))
         for entry in reversed(self.history[:-1]):
-            if (entry["lab"]["source"], entry.get("reference_set")) == key:
+            if (lab_of(entry)["source"], entry.extra.get("reference_set")) == key:
                 return entry
         return None
 
     def _add(self, record, source: str):
-        record = dict(record)
-        record["lab"] = {"run": len(self.history) + 1, "source": source, "provenance": provenance(record) or None}
+        record = copy.copy(typed(record))            # the history's own entry: the caller's record stays as it was
+        record.extra = {**record.extra, "lab": {"run": len(self.history) + 1, "source": source,
+                                                "provenance": provenance(record) or None}}
         self.history.append(record)
         try:
             self._show(record)
         except Exception as e:  # noqa: BLE001 — a record the panel cannot display is a message, not a traceback
-            self._say("error", f"run {record['lab']['run']} is in the history but could not be shown: "
+            self._say("error", f"run {lab_of(record)['run']} is in the history but could not be shown: "
                                f"{type(e).__name__}: {e}")
 
-    def _show(self, record: dict):
+    def _show(self, record: RunRecord):
         """The delta against the previous comparable entry, the messages for this one, then the panel."""
         prev = self._previous(record)
-        self.last_delta = delta_text(prev, record, names=(f"run {record['lab']['run']}",
-                                                          f"run {prev['lab']['run']}" if prev else ""))
+        lab = lab_of(record)
+        self.last_delta = delta_text(prev, record, names=(f"run {lab['run']}",
+                                                          f"run {lab_of(prev)['run']}" if prev else ""))
         self.last_compared_with = compared_with(prev, record)
-        status = record.get("status")
-        where = f" ({record['lab']['provenance']})" if record["lab"]["provenance"] else ""
-        if status == "ok":
-            self._say("info", f"run {record['lab']['run']} done{where}: {config_label(record)} · "
-                              f"{labels_text(record)}")
-        elif status == "oom":
+        where = f" ({lab['provenance']})" if lab["provenance"] else ""
+        if record.status == "ok":
+            self._say("info", f"run {lab['run']} done{where}: {config_label(record)} · {labels_text(record)}")
+        elif record.status == "oom":
             self._say("oom", oom_text(record))
         else:
-            self._say("error", f"run failed{where}: {record.get('error')}")
-        for w in record.get("warnings") or []:
+            self._say("error", f"run failed{where}: {record.error}")
+        for w in record.warnings:
             self._say("advice", f"advice: {w}")
         self._render_record(record)
 
@@ -217,11 +220,11 @@ class LabController:
         return text
 
 
-def compared_with(previous: dict | None, record: dict) -> str:
+def compared_with(previous: RunRecord | None, record: RunRecord) -> str:
     """Which entry the delta line compares against, with its settings:
     "run 3 (gc on · mb 2 · ga 4 · fp16 · seq 512, the previous replay of set 'x')"."""
-    ref_set = record.get("reference_set")
-    if record["lab"]["source"] == "run":
+    ref_set = typed(record).extra.get("reference_set")
+    if lab_of(record)["source"] == "run":
         kind = "the previous live run"
     elif ref_set:
         kind = f"the previous replay of set '{ref_set}'"
@@ -229,16 +232,18 @@ def compared_with(previous: dict | None, record: dict) -> str:
         kind = "the previous replayed record"
     if previous is None:
         return f"nothing yet (no {kind[4:]})"
-    return f"run {previous['lab']['run']} ({config_label(previous, COMPARED_FIELDS)}, {kind})"
+    return f"run {lab_of(previous)['run']} ({config_label(previous, COMPARED_FIELDS)}, {kind})"
 
 
-def oom_text(record: dict) -> str:
+def oom_text(record: RunRecord) -> str:
     """The message for an out-of-memory record: simulated here, real here, or recorded elsewhere."""
-    error = str(record.get("error") or "").removeprefix("simulated OOM: ")
-    if record["lab"]["source"] == "reference":
+    record = typed(record)
+    error = str(record.error or "").removeprefix("simulated OOM: ")
+    lab = lab_of(record)
+    if lab["source"] == "reference":
         short = ". ".join(error.split(". ")[:2]).rstrip(".")
-        return (f"run {record['lab']['run']} ({record['lab']['provenance']}): out of memory when it was recorded: "
-                f"{short}. Theory's peak for it: {fmt_row(lookup(record, 'theory', 'peak'))[0]}. {OOM_ADVICE}")
-    simulated = "simulated-oom" in (record.get("labels") or [])
+        return (f"run {lab['run']} ({lab['provenance']}): out of memory when it was recorded: "
+                f"{short}. Theory's peak for it: {fmt_row(record.theory.peak)[0]}. {OOM_ADVICE}")
+    simulated = "simulated-oom" in record.labels
     return (f"out of memory{' (simulated: over the declared budget)' if simulated else ''}: {error}. The kernel is "
             f"fine, memory was freed. {OOM_ADVICE}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import textwrap
 
 from labkit.course.lab_controls import BUDGET, LIVE
-from labkit.report.html import HISTORY_HEAD, history_cells, history_fields, result_rows
+from labkit.report.html import HISTORY_HEAD, history_cells, history_fields, lab_of, result_rows
 from labkit.report.text import config_label
 from labkit.units import fmt_budget, fmt_row
 
@@ -82,13 +82,13 @@ def text_view(lab) -> str:
     lines += _wrap(f"settings: {_settings(lab)}")
     if lab.history:
         latest = lab.history[-1]
+        entry = lab_of(latest)
         rows, how = result_rows(latest)
-        lines += [""] + _wrap(f"latest: run {latest['lab']['run']} ({config_label(latest, RESULT_FIELDS)}), "
-                              f"status {latest.get('status')}"
-                              + (f", {latest['lab']['provenance']}" if latest["lab"]["provenance"] else ""))
+        lines += [""] + _wrap(f"latest: run {entry['run']} ({config_label(latest, RESULT_FIELDS)}), "
+                              f"status {latest.status}" + (f", {entry['provenance']}" if entry["provenance"] else ""))
         lines += _columns([["", "theory", "measured"]] + [list(r) for r in rows])
         lines += _wrap(f"step time predicted: {how}", "  ")
-        lines += _wrap(f"Δ run {latest['lab']['run']} vs {lab.last_compared_with}: {lab.last_delta}")
+        lines += _wrap(f"Δ run {entry['run']} vs {lab.last_compared_with}: {lab.last_delta}")
     else:
         lines += ["", "no runs yet: panel.run() runs the settings above"]
     shown = list(zip(lab._levels, lab.messages))[lab._shown_from:][-8:]

@@ -27,7 +27,7 @@ from labkit.course.lab_controls import (BUDGET, LIVE, budget_value, checked_valu
                                         precision_choices, reference_controls)
 from labkit.course.lab_text import text_view
 from labkit.report import charts
-from labkit.report.html import LABEL_NOTES, esc, history_table_html, result_table_html
+from labkit.report.html import LABEL_NOTES, esc, history_table_html, lab_of, result_table_html
 from labkit.report.reference import load_reference, reference_sets
 from labkit.units import fmt_row
 
@@ -312,8 +312,8 @@ class LabView(W.VBox):
 
     def _render_record(self, record):
         """The delta line, the result table, the memory chart and the history, for the newest entry."""
-        tags = " · ".join(record.get("labels") or [])
-        self.delta_html.value = (f"<div style='margin:4px 0;{BLOCK}'><b>Δ run {record['lab']['run']} vs "
+        tags = " · ".join(record.labels)
+        self.delta_html.value = (f"<div style='margin:4px 0;{BLOCK}'><b>Δ run {lab_of(record)['run']} vs "
                                  f"{esc(self.last_compared_with)}:</b> {esc(self.last_delta)}"
                                  + (f" <span style='color:#777'>[{esc(tags)}]</span>" if tags else "") + "</div>")
         self.result_html.value = result_table_html(record)
@@ -322,7 +322,7 @@ class LabView(W.VBox):
 
     def _draw(self, record):
         """The memory chart of the entry, as PNG bytes in the Image (nothing depends on output capture)."""
-        title = record["lab"]["provenance"]
+        title = lab_of(record)["provenance"]
         try:
             fig, png = charts.memory_chart_png(record, title=f"Where the memory goes — {title}" if title else None)
         except Exception as e:  # noqa: BLE001 — a chart that cannot be drawn is a message, not a crash

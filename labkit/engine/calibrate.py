@@ -312,7 +312,7 @@ def overhead_per_op(device: str, precision: str, repeats: int = 7) -> dict:
         off = _probe_phases(False, device, precision, repeats)
         on = _probe_phases(True, device, precision, repeats)
         opt = optimizer_probe(device, precision, repeats)
-    from labkit.engine.runner import free_memory
+    from labkit.engine.measure import free_memory
     free_memory()                                      # the probes' models went with their frames
     o_forward = off["seconds"]["forward"] / off["ops"]["forward"]
     o_backward = off["seconds"]["backward"] / off["ops"]["backward"]

@@ -304,7 +304,7 @@ def hand_back_cached_gpu_memory() -> int:
     torch = sys.modules.get("torch")
     if torch is None or not torch.cuda.is_initialized():
         return 0
-    from labkit.engine.runner import free_memory     # what a run does after an OOM: collect, return cached blocks
+    from labkit.engine.measure import free_memory    # what a run does after an OOM: collect, return cached blocks
 
     devices = range(torch.cuda.device_count())
     before = sum(torch.cuda.memory_reserved(i) for i in devices)

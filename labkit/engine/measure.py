@@ -5,12 +5,21 @@ tensors that exist. Storages are counted once each, so views and shared buffers 
 """
 from __future__ import annotations
 
+import gc
 import time
 from contextlib import contextmanager
 
 import torch
 
 from labkit.engine.op_count import uncounted
+
+
+def free_memory() -> None:
+    """What to do after an OOM (and before a child process needs the GPU): drop the references (done by the
+    caller), collect, return the allocator's cached blocks to the driver."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _storage_key(t: torch.Tensor):

@@ -27,7 +27,6 @@ learner who keeps a model in a notebook variable sees why the peak is higher.
 from __future__ import annotations
 
 import contextlib
-import gc
 import math
 import statistics
 import time
@@ -41,6 +40,7 @@ from labkit.engine import data, measure, notices, op_count, rank_context
 from labkit.config import RunConfig, check_steps
 from labkit.units import GiB, MiB
 from labkit.engine.device import budget_labels, run_setup
+from labkit.engine.measure import free_memory
 from labkit.engine.models import TORCH_DTYPES, load_model, tokenizer_for
 
 HELD_BEFORE_WARN_BYTES = 256 * MiB     # above this, a record warns that memory was already held when it began
@@ -48,13 +48,6 @@ HELD_BEFORE_WARN_BYTES = 256 * MiB     # above this, a record warns that memory 
 
 class SimulatedOOM(RuntimeError):
     """Raised on CPU when measured bytes pass the run's declared memory budget (a simulated OOM, labelled so)."""
-
-
-def free_memory() -> None:
-    """What to do after an OOM: drop the references (done by the caller), collect, return cached blocks."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def release_failure(exc: BaseException | None) -> None:

@@ -20,6 +20,7 @@ from labkit.config import RunConfig
 from labkit.engine.models import NON_REENTRANT, load_model, tokenizer_for
 from labkit.engine.runner import free_memory, held_before, record_failure, release_failure
 from labkit.engine.device import run_setup
+from labkit.record import RunRecord, build
 
 OPTIM_NAMES = {"adamw": "adamw_torch", "paged_adamw_8bit": "paged_adamw_8bit"}
 
@@ -116,8 +117,9 @@ def train_dataset(tokenizer, cfg: RunConfig, n_rows: int) -> list[dict]:
 
 
 def train_with_trainer(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = None,
-                       weights: str = "auto", output_dir: str | None = None) -> dict:
-    """Run `steps` optimizer steps through HF Trainer and measure them like `runner.measure_run`.
+                       weights: str = "auto", output_dir: str | None = None) -> RunRecord:
+    """Run `steps` optimizer steps through HF Trainer and measure them like `runner.measure_run`: a record with
+    the config, where it ran and what was measured (no theory: `labkit.run` puts the theory beside its runs).
 
     A failure inside training is a result, as in the runner: status "oom" or "error", and the Trainer, its
     accelerator, the model and the optimizer are all released before this returns."""
@@ -126,6 +128,7 @@ def train_with_trainer(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: 
     device, dev, precision, labels = run_setup(cfg, device)
     held = held_before(device)
     result = {
+        "config": cfg.to_dict(),
         "resolved": {"precision": precision, "device": device}, "device": dev, "model_source": None,
         "labels": labels + held["labels"], "warnings": held["warnings"],
         "measured": {"step_time_s": None, "step_times_s": None, "loss": None, "tokens_per_s": None,
@@ -150,7 +153,7 @@ def train_with_trainer(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: 
         if not isinstance(e, Exception):      # KeyboardInterrupt: freed below, then stop as asked
             raise
         record_failure(result, e)
-        return result
+        return build(**result)
     finally:
         forget_optimizer_overrides(getattr(scope, "model", None))
         scope.__dict__.clear()
@@ -163,4 +166,4 @@ def train_with_trainer(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: 
     if dev["type"] == "cuda" and torch.cuda.is_available():
         m["peak_allocated_bytes"] = max(p["peak_allocated_bytes"] for p in callback.peaks)
         m["peak_reserved_bytes"] = max(p["peak_reserved_bytes"] for p in callback.peaks)
-    return result
+    return build(**result)

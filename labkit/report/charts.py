@@ -5,9 +5,9 @@ activation memory and step time. The words on them (config labels, which figure 
 Figures are built on `matplotlib.figure.Figure` (no pyplot state, works on any backend, including Agg in CI) and
 returned, so a notebook cell shows them by ending with the figure. Pass `save=`/`path=` to also write a PNG.
 
-Record layout (see CONTRACT): record["theory"][component] and record["measured"]["resident"][component] in bytes;
-record["measured"]["saved_activation_bytes"] is what autograd kept for backward, which the theory calls
-activations + logits.
+Records are read by attribute (`labkit.record.typed`, so their JSON form works too): record.theory.<component> and
+record.measured.resident.<component> in bytes; record.measured.saved_activation_bytes is what autograd kept for
+backward, which the theory calls activations + logits.
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import textwrap
 
 from matplotlib.figure import Figure
 
-from labkit.report.text import COMPONENTS, component_values, config_label, lookup, status_of, sweep_labels, theory_saved
+from labkit.record import typed
+from labkit.report.text import COMPONENTS, component_values, config_label, status_of, sweep_labels, theory_saved
 from labkit.report.timing import REGIME_WORDS, predicted_step_s, time_theory
 from labkit.units import change, fmt_change, pick_unit, ratio, row_unit
 
@@ -37,7 +38,7 @@ def _title_suffix(records) -> str:
     """Stand-in labels ("shape-only", "cpu", "simulated-oom", "t4-profile", "reference") go in the title."""
     labels = []
     for r in records:
-        for label in r.get("labels") or []:
+        for label in typed(r).labels:
             if label not in labels:
                 labels.append(label)
     return f"  [{' · '.join(labels)}]" if labels else ""
@@ -45,8 +46,9 @@ def _title_suffix(records) -> str:
 
 # ---- chart 1: where the memory goes ----------------------------------------------------------------------------------
 def _draw_components(ax, record):
+    record = typed(record)
     values = component_values(record)
-    rule = lookup(record, "theory", "simple_rule_activations")
+    rule = record.theory.simple_rule_activations
     unit, scale = row_unit(*[v for pair in values.values() for v in pair], rule)     # one axis: GiB or MiB
     width = 0.38                     # 0.35 in at the lab's 6.4 in: room for a "0.438" label at 8 pt (0.28 in)
     xs = range(len(COMPONENTS))
@@ -66,7 +68,7 @@ def _draw_components(ax, record):
     for x, name in zip(xs, COMPONENTS):
         theory, measured = values[name]
         if name == "saved activations":   # theory stacks layer activations under the logits; the simple rule beside
-            acts, logits = lookup(record, "theory", "activations"), lookup(record, "theory", "logits")
+            acts, logits = record.theory.activations, record.theory.logits
             if acts is not None and logits is not None:
                 ax.bar(x - width, acts / scale, width, color=THEORY_COLOR, edgecolor="black", linewidth=0.5,
                        label=None if "theory" in legend_done else "theory")
@@ -157,7 +159,7 @@ def memory_chart_png(record, title: str | None = None, width_in: float = 6.4, he
 def sweep_chart(records, path=None):
     """(a) measured saved activations beside the theory, per config; (b) step time relative to the first
     measured config, beside the theory's (the three-regime step time; the FLOPs ratio for older records). Failed runs stay on the chart, marked OOM / error."""
-    records = list(records)
+    records = [typed(r) for r in records]
     if not records:
         raise ValueError("sweep_chart needs at least one record")
     labels = sweep_labels(records)
@@ -168,7 +170,7 @@ def sweep_chart(records, path=None):
 
     # (a) saved activations: theory | measured (+ the error in % above the measured bar)
     theory = [theory_saved(r) for r in records]
-    measured = [lookup(r, "measured", "saved_activation_bytes") if status_of(r) == "ok" else None for r in records]
+    measured = [r.measured.saved_activation_bytes if status_of(r) == "ok" else None for r in records]
     unit, scale = pick_unit(max([v for v in theory + measured if v is not None] + [0]))
     for x, r, t, m in zip(xs, records, theory, measured):
         if t is not None:
@@ -191,11 +193,11 @@ def sweep_chart(records, path=None):
     ax_mem.set_title("(a) activation memory per config: measured vs theory" + _title_suffix(records), fontsize=9)
 
     # (b) step time relative to the baseline = the first run with a measured step time
-    times = [lookup(r, "measured", "step_time_s") if status_of(r) == "ok" else None for r in records]
+    times = [r.measured.step_time_s if status_of(r) == "ok" else None for r in records]
     base_i = next((i for i, t in enumerate(times) if t), None)
     # the theory: the three-regime seconds of a step where every record has them, else the FLOPs (older records)
     three_regime = all(predicted_step_s(r) is not None for r in records)
-    flops = [predicted_step_s(r) if three_regime else lookup(r, "theory", "step_flops") for r in records]
+    flops = [predicted_step_s(r) if three_regime else r.theory.step_flops for r in records]
     if base_i is not None:
         base_flops = flops[base_i]
         ax_time.axhline(1.0, color="black", linewidth=0.6)
@@ -236,22 +238,22 @@ def micro_batch_time_chart(records, theory_records=None, knee: int | None = None
     and theory. `theory_records` (e.g. `labkit.estimate` at more micro-batches) draw the theory's curves; by default
     the runs' own theory. `knee`: the micro-batch where the work reaches the overhead (`theory.overhead_knee`),
     marked on both panels. Records are runs of one config that differ only in the micro-batch."""
-    records = [r for r in records if lookup(r, "config", "micro_batch")]
+    records = [r for r in map(typed, records) if r.config.get("micro_batch")]
     if not records:
         raise ValueError("micro_batch_time_chart needs at least one record")
-    curve = sorted((r for r in (theory_records or records) if time_theory(r)),
-                   key=lambda r: r["config"]["micro_batch"])
+    curve = sorted((r for r in map(typed, theory_records or records) if time_theory(r)),
+                   key=lambda r: r.config["micro_batch"])
     fig = Figure(figsize=(9.0, 4.0), layout="constrained")
     ax_time, ax_rate = fig.subplots(1, 2)
 
     def tokens(r):       # tokens of one optimizer step: micro-batch × sequence × accumulation (padding included)
-        c = r["config"]
+        c = r.config
         return c["micro_batch"] * c["seq_len"] * c["grad_accum"]
 
     if curve:
-        mbs = [r["config"]["micro_batch"] for r in curve]
+        mbs = [r.config["micro_batch"] for r in curve]
         t = [time_theory(r) for r in curve]
-        accum = [r["config"]["grad_accum"] for r in curve]
+        accum = [r.config["grad_accum"] for r in curve]
         ax_time.plot(mbs, [x["step_s"] for x in t], color="#3182bd", linewidth=2, label="theory: step time")
         ax_time.plot(mbs, [(x["compute_s"] + x["memory_s"]) * a for x, a in zip(t, accum)], color="#3182bd",
                      linestyle="--", linewidth=1, label="theory: work (compute + memory)")
@@ -259,26 +261,26 @@ def micro_batch_time_chart(records, theory_records=None, knee: int | None = None
                      linewidth=1.5, label="theory: overhead (ops × s/op)")
         ax_rate.plot(mbs, [tokens(r) / x["step_s"] for r, x in zip(curve, t)], color="#3182bd", linewidth=2,
                      label="theory")
-    ok = [r for r in records if status_of(r) == "ok" and lookup(r, "measured", "step_time_s")]
+    ok = [r for r in records if status_of(r) == "ok" and r.measured.step_time_s]
     if ok:
-        mbs = [r["config"]["micro_batch"] for r in ok]
-        times = [r["measured"]["step_time_s"] for r in ok]
+        mbs = [r.config["micro_batch"] for r in ok]
+        times = [r.measured.step_time_s for r in ok]
         ax_time.plot(mbs, times, "o", color=MEASURED_COLOR, label="measured")
         ax_rate.plot(mbs, [tokens(r) / s for r, s in zip(ok, times)], "o-", color=MEASURED_COLOR,
                      label="measured")
     for r in records:
         if status_of(r) != "ok":
             for ax in (ax_time, ax_rate):
-                ax.axvline(r["config"]["micro_batch"], color=BAD_COLOR, linewidth=0.8)
-                ax.text(r["config"]["micro_batch"], 0.02, f" {status_of(r).upper()}", color=BAD_COLOR,
+                ax.axvline(r.config["micro_batch"], color=BAD_COLOR, linewidth=0.8)
+                ax.text(r.config["micro_batch"], 0.02, f" {status_of(r).upper()}", color=BAD_COLOR,
                         transform=ax.get_xaxis_transform(), fontsize=LABEL_PT - 1)
-    if knee and knee > min(r["config"]["micro_batch"] for r in records + curve):   # a knee at the left edge is none
+    if knee and knee > min(r.config["micro_batch"] for r in records + curve):   # a knee at the left edge is none
         for ax in (ax_time, ax_rate):
             ax.axvline(knee, color="gray", linestyle="-.", linewidth=1)
             ax.text(knee, 0.97, f" knee ≈ {knee}", color="gray", va="top", transform=ax.get_xaxis_transform(),
                     fontsize=LABEL_PT - 1)
     first = next((time_theory(r) for r in curve), None)
-    regime = f" (theory at {curve[0]['config']['micro_batch']}: {REGIME_WORDS.get(first['regime'], '')})" \
+    regime = f" (theory at {curve[0].config['micro_batch']}: {REGIME_WORDS.get(first['regime'], '')})" \
         if first else ""
     ax_time.set_title("(a) seconds per optimizer step" + regime, fontsize=TITLE_PT)
     if _title_suffix(records):
@@ -289,8 +291,8 @@ def micro_batch_time_chart(records, theory_records=None, knee: int | None = None
     for ax in (ax_time, ax_rate):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("micro-batch", fontsize=LABEL_PT)
-        top = max(r["config"]["micro_batch"] for r in records + curve)
-        ticks = sorted({r["config"]["micro_batch"] for r in records} | {2 ** k for k in range(top.bit_length())
+        top = max(r.config["micro_batch"] for r in records + curve)
+        ticks = sorted({r.config["micro_batch"] for r in records} | {2 ** k for k in range(top.bit_length())
                                                                          if 2 ** k <= top})
         ax.set_xticks(ticks, [str(x) for x in ticks])
         ax.tick_params(labelsize=TICK_PT)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import html
 
-from labkit.report.text import (PEAK, SAVED, STEP_TIME, config_label, history_row, labels_text, lookup,
-                                theory_saved)
+from labkit.record import typed
+from labkit.report.text import (PEAK, SAVED, STEP_TIME, component_values, config_label, history_row, lab_of,
+                                labels_text, theory_saved)
 from labkit.report.timing import REGIME_WORDS, predicted_step_s, regime_of, time_note
 from labkit.units import MISSING, fmt_budget, fmt_row
 
@@ -65,10 +66,10 @@ def predicted_step_time(record) -> tuple[float | None, str]:
     predicted = predicted_step_s(record)
     if predicted is not None:
         return predicted, time_note(record)
-    at_peak = lookup(record, "theory", "step_time_at_peak_s")
-    if at_peak:
-        return at_peak, "at the GPU's data-sheet peak (a floor: real runs reach a fraction of it)"
-    note = lookup(record, "theory", "time", "note")
+    theory = typed(record).theory
+    if theory.step_time_at_peak_s:
+        return theory.step_time_at_peak_s, "at the GPU's data-sheet peak (a floor: real runs reach a fraction of it)"
+    note = (theory.time or {}).get("note")
     return None, f"no time theory: {note}" if note else "no time theory in this record"
 
 
@@ -76,24 +77,20 @@ def _memory_rows(record) -> list[tuple[str, object, object]]:
     """(quantity, theory bytes, measured bytes) per memory row of the result table. "saved activations" is the total
     autograd kept (layers + logits), the quantity the delta line compares; its parts follow, measured only inside
     it, then the source lesson's simple rule for the layers part."""
-    th = record.get("theory") or {}
-    m = record.get("measured") or {}
-    res = m.get("resident") or {}
-
-    def resident(*keys):
-        vals = [res.get(k) for k in keys]
-        return None if all(v is None for v in vals) else sum(v or 0 for v in vals)
-
+    record = typed(record)
+    th, m = record.theory, record.measured
+    weights, lora, gradients, optimizer = (component_values(record)[k][1]
+                                           for k in ("weights", "lora", "gradients", "optimizer"))
     return [
-        ("weights (4-bit + 16-bit)", th.get("weights"), resident("quantized_weights", "unquantized_weights")),
-        ("LoRA adapters (fp32)", th.get("lora"), res.get("lora")),
-        ("LoRA gradients", th.get("gradients"), res.get("gradients")),
-        ("optimizer state", th.get("optimizer"), res.get("optimizer")),
-        (SAVED, theory_saved(record), m.get("saved_activation_bytes")),
-        (LAYERS_PART, th.get("activations"), IN_TOTAL),
-        (LOGITS_PART, th.get("logits"), IN_TOTAL),
-        (SIMPLE_RULE, th.get("simple_rule_activations"), None),
-        (PEAK, th.get("peak"), m.get("peak_allocated_bytes")),
+        ("weights (4-bit + 16-bit)", th.weights, weights),
+        ("LoRA adapters (fp32)", th.lora, lora),
+        ("LoRA gradients", th.gradients, gradients),
+        ("optimizer state", th.optimizer, optimizer),
+        (SAVED, theory_saved(record), m.saved_activation_bytes),
+        (LAYERS_PART, th.activations, IN_TOTAL),
+        (LOGITS_PART, th.logits, IN_TOTAL),
+        (SIMPLE_RULE, th.simple_rule_activations, None),
+        (PEAK, th.peak, m.peak_allocated_bytes),
     ]
 
 
@@ -101,7 +98,8 @@ def result_rows(record) -> tuple[list[tuple[str, str, str]], str]:
     """([(quantity, theory, measured)] as display text, how the step time was predicted). One unit per row
     (`labkit.units.fmt_row`), so theory and measured compare at a glance. The HTML table and the lab's text view
     both show these rows."""
-    on_cpu = lookup(record, "device", "type") == "cpu"
+    record = typed(record)
+    on_cpu = (record.device or {}).get("type") == "cpu"
     rows = []
     for name, theory, measured in _memory_rows(record):
         if measured == IN_TOTAL:
@@ -114,7 +112,7 @@ def result_rows(record) -> tuple[list[tuple[str, str, str]], str]:
             measured_text = ""
         rows.append((name, theory_text, measured_text))
     t_pred, how = predicted_step_time(record)
-    rows.append((STEP_TIME, _seconds(t_pred), _seconds(lookup(record, "measured", "step_time_s"))))
+    rows.append((STEP_TIME, _seconds(t_pred), _seconds(record.measured.step_time_s)))
     if regime_of(record):                                   # which part binds; the split is in the notes
         rows.append((REGIME_ROW, REGIME_WORDS[regime_of(record)], ""))
     return rows, how
@@ -122,35 +120,36 @@ def result_rows(record) -> tuple[list[tuple[str, str, str]], str]:
 
 def _notes(record, how: str) -> list[str]:
     """The lines under the result table: provenance, OOM, memory held before, step-time basis, labels, loss."""
+    record = typed(record)
     notes = [f"step time predicted: {how}", labels_text(record)]
     held_line = held_before_text(record)
     if held_line:
         notes.insert(0, held_line)
-    if record.get("status") == "oom":
+    if record.status == "oom":
         notes.insert(0, "out of memory: the theory column is what this run needed; the measured column holds only "
                         "what was counted before it failed")
-    for label in record.get("labels") or []:
+    for label in record.labels:
         if label in LABEL_NOTES and label != "memory-held-before":
             notes.append(f"{label}: {LABEL_NOTES[label]}")
-    budget = lookup(record, "config", "memory_budget_gb")
+    budget = record.config.get("memory_budget_gb")
     if budget is not None:
         notes.insert(0, f"memory budget declared: {fmt_budget(budget)} (resident + saved activations over it count as "
                         "a simulated OOM)")
-    if record.get("provenance"):
-        notes.insert(0, record["provenance"])
-    loss = lookup(record, "measured", "loss")
-    if loss:
-        notes.append("loss per optimizer step: " + ", ".join(f"{x:.3f}" for x in loss))
+    if record.extra.get("provenance"):                 # a replayed reference record says where it was measured
+        notes.insert(0, record.extra["provenance"])
+    if record.measured.loss:
+        notes.append("loss per optimizer step: " + ", ".join(f"{x:.3f}" for x in record.measured.loss))
     return notes
 
 
 def result_table_html(record) -> str:
     """Theory beside measured for one record: a short table (one line per quantity, named as the delta line names
     it) with the notes under it."""
+    record = typed(record)
     rows, how = result_rows(record)
     body = "".join(f"<tr>{_ROW_NAME.format(esc(name))}{_NUMBER.format(esc(t))}{_NUMBER.format(esc(m))}</tr>"
                    for name, t, m in rows)
-    run = (record.get("lab") or {}).get("run")
+    run = lab_of(record).get("run")
     caption = (f"run {run} · " if run else "") + config_label(record, RESULT_FIELDS)
     head = f"<tr><th {_HEAD}>{esc(caption)}</th><th {_HEAD}>theory</th><th {_HEAD}>measured</th></tr>"
     return (f"<div style='{_BLOCK}'><table class='labkit-table-el' style='{_TABLE}'>{head}{body}</table>"
@@ -161,21 +160,20 @@ def result_table_html(record) -> str:
 def held_before_text(record) -> str:
     """'already in memory when the run started: 1.2 GiB (...)' for records that measured it; '' for the others
     (older records, reference sets) so they show nothing extra."""
-    m = record.get("measured") or {}
-    if "allocated_before_bytes" not in m:
+    record = typed(record)
+    held, source = record.measured.allocated_before_bytes, record.measured.allocated_before_source
+    if held is None:             # not in the record: schema 1 (before 2026-11-30), or a run that failed before it
         return ""
-    held, source = m.get("allocated_before_bytes"), m.get("allocated_before_source")
-    if held is None:
-        return "already in memory when the run started: not measured"
     how = HELD_BEFORE_SOURCES.get(source, source)
     return f"already in memory when the run started: {fmt_row(held)[0]}" + (f" ({how})" if how else "")
 
 
 def held_before_warning_html(record) -> str:
     """A calm box for the "memory-held-before" label: the run's own warning, or the label's note."""
-    if "memory-held-before" not in (record.get("labels") or []):
+    record = typed(record)
+    if "memory-held-before" not in record.labels:
         return ""
-    said = [w for w in record.get("warnings") or [] if "already in memory" in w]
+    said = [w for w in record.warnings if "already in memory" in w]
     text = "; ".join(said) or LABEL_NOTES["memory-held-before"]
     return ("<div style='font-size:85%;margin:4px 0;padding:3px 8px;background:#fdf6e3;color:#5c4b00;"
             f"border-left:3px solid #d4a017'>memory held before the run: {esc(text)}</div>")
@@ -192,7 +190,7 @@ _HISTORY_HEAD = "style='padding:1px 6px;text-align:left;vertical-align:bottom'" 
 
 def history_fields(history: list) -> tuple[str, ...]:
     """The settings the history's rows name: HISTORY_FIELDS, plus each of HISTORY_IF_CHANGED that differs."""
-    changed = [f for f in HISTORY_IF_CHANGED if len({repr(lookup(r, "config", f)) for r in history}) > 1]
+    changed = [f for f in HISTORY_IF_CHANGED if len({repr(typed(r).config.get(f)) for r in history}) > 1]
     return HISTORY_FIELDS + tuple(changed)
 
 
@@ -226,9 +224,8 @@ def model_footnotes(history: list) -> str:
     """Under the history table, once it holds more than one model: which runs used which ('runs 3, 4: model
     llama-3.2-1b')."""
     runs_by_model: dict[str, list[str]] = {}
-    for rec in history:
-        runs_by_model.setdefault(str(lookup(rec, "config", "model")), []).append(
-            str((rec.get("lab") or {}).get("run", "?")))
+    for rec in map(typed, history):
+        runs_by_model.setdefault(str(rec.config.get("model")), []).append(str(lab_of(rec).get("run", "?")))
     if len(runs_by_model) < 2:
         return ""
     return "".join(_NOTE.format(f"{_runs_text(runs)}: model {esc(model)}") for model, runs in runs_by_model.items())
@@ -237,10 +234,10 @@ def model_footnotes(history: list) -> str:
 def provenance_footnotes(history: list) -> str:
     """Under the history table: which rows were replayed, and where and when each was measured."""
     runs_by_origin: dict[str, list[str]] = {}
-    for rec in history:
-        origin = (rec.get("lab") or {}).get("provenance")
+    for rec in map(typed, history):
+        origin = lab_of(rec).get("provenance")
         if origin:
-            runs_by_origin.setdefault(origin, []).append(str(rec["lab"]["run"]))
+            runs_by_origin.setdefault(origin, []).append(str(lab_of(rec)["run"]))
     return "".join(_NOTE.format(f"{_runs_text(runs)}: {esc(origin)}") for origin, runs in runs_by_origin.items())
 
 
@@ -248,9 +245,9 @@ def label_footnotes(history: list) -> str:
     """Under the history table: the labels of each run ('runs 1, 2: labels cpu, shape-only'), so a stand-in says
     so without a wide column."""
     runs_by_labels: dict[str, list[str]] = {}
-    for rec in history:
-        labels = ", ".join(x for x in rec.get("labels") or [] if x != "reference")
+    for rec in map(typed, history):
+        labels = ", ".join(x for x in rec.labels if x != "reference")
         if labels:
-            runs_by_labels.setdefault(labels, []).append(str((rec.get("lab") or {}).get("run", "?")))
+            runs_by_labels.setdefault(labels, []).append(str(lab_of(rec).get("run", "?")))
     return "".join(_NOTE.format(f"{_runs_text(runs)}: labels {esc(labels)}")
                    for labels, runs in runs_by_labels.items())

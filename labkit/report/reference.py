@@ -13,7 +13,8 @@ import json
 from importlib import resources
 
 from labkit.config import RunConfig, resolve_precision
-from labkit.report.text import lookup, resolved_precision
+from labkit.record import RunRecord, as_record, typed
+from labkit.report.text import resolved_precision
 
 # the settings a reference record must share with the controls to be replayed for them (GPUs are arithmetic only)
 MATCHED_FIELDS = ("gradient_checkpointing", "precision", "micro_batch", "grad_accum", "seq_len", "lora_r")
@@ -25,28 +26,27 @@ FIELD_NAMES = {"gradient_checkpointing": "checkpointing", "precision": "precisio
 def provenance(record) -> str:
     """'reference · measured on Tesla T4, 2025-03-01' for a replayed record; '' otherwise. A run in T4 profile (a
     bigger GPU capped at a T4's memory) says so: 'measured on NVIDIA H100 80GB HBM3 (T4 profile), 2026-11-22'."""
-    labels = record.get("labels") or []
-    if "reference" not in labels:
+    record = typed(record)
+    if "reference" not in record.labels:
         return ""
-    dev = record.get("device") or {}
+    dev = record.device or {}
     name = dev.get("name") or "an unknown device"
     where = f"CPU ({name})" if dev.get("type") == "cpu" else name
-    if "t4-profile" in labels:
+    if "t4-profile" in record.labels:
         where += " (T4 profile)"
-    date = (record.get("time") or "")[:10] or "unknown date"
+    date = (record.time or "")[:10] or "unknown date"
     return f"reference · measured on {where}, {date}"
 
 
-def as_reference(record, source: str | None = None) -> dict:
-    """A copy of `record` labelled as a reference (replayed, not run here)."""
-    rec = copy.deepcopy(record)
-    labels = list(rec.get("labels") or [])
-    if "reference" not in labels:
-        labels.append("reference")
-    rec["labels"] = labels
-    rec["provenance"] = provenance(rec)
+def as_reference(record, source: str | None = None) -> RunRecord:
+    """A copy of `record` labelled as a reference (replayed, not run here), with its provenance (and the set it came
+    from) beside its parts."""
+    rec = copy.deepcopy(typed(record))
+    if "reference" not in rec.labels:
+        rec.labels = rec.labels + ["reference"]
+    rec.extra["provenance"] = provenance(rec)
     if source:
-        rec["reference_set"] = source
+        rec.extra["reference_set"] = source
     return rec
 
 
@@ -65,22 +65,23 @@ def reference_sets() -> list[str]:
     return sorted(e.name[:-len(".jsonl")] for e in entries if e.name.endswith(".jsonl"))
 
 
-def load_reference(name: str) -> list[dict]:
+def load_reference(name: str) -> list[RunRecord]:
     """The records of one reference set, each labelled "reference" with its provenance. ValueError if unknown."""
     names = reference_sets()
     if name not in names:
         raise ValueError(f"unknown reference set {name!r}; recorded sets: {', '.join(names) or 'none'}")
     text = _reference_dir().joinpath(f"{name}.jsonl").read_text(encoding="utf-8")
-    return [as_reference(json.loads(line), name) for line in text.splitlines() if line.strip()]
+    return [as_reference(as_record(json.loads(line)), name) for line in text.splitlines() if line.strip()]
 
 
 # ---- matching the lab's settings to a recorded run -------------------------------------------------------------------
 def _precision_matches(record, precision: str) -> bool:
     """Was the record run with this precision? The same request matches (the record says what it resolved to:
     "auto" under a T4 profile is fp16 even on an H100); another request is resolved on the record's device."""
-    if lookup(record, "config", "precision") == precision:
+    record = typed(record)
+    if record.config.get("precision") == precision:
         return True
-    dev = record.get("device") or {}
+    dev = record.device or {}
     cap = tuple(dev["capability"]) if dev.get("capability") else None
     try:
         wanted = resolve_precision(precision, dev.get("type") or "cpu", cap)
@@ -93,7 +94,7 @@ def field_matches(record, field: str, value) -> bool:
     """Does the record have this value for one controlled setting?"""
     if field == "precision":
         return _precision_matches(record, value)
-    return (record.get("config") or {}).get(field) == value
+    return typed(record).config.get(field) == value
 
 
 def matches(record, cfg: RunConfig) -> bool:
@@ -104,14 +105,14 @@ def matches(record, cfg: RunConfig) -> bool:
 
 def recorded_values(pool: list, field: str) -> list:
     """The values one setting takes across a reference set, sorted."""
-    return sorted({(r.get("config") or {}).get(field) for r in pool}, key=lambda v: (v is None, v))
+    return sorted({typed(r).config.get(field) for r in pool}, key=lambda v: (v is None, v))
 
 
 def recorded_precisions(pool: list) -> list[tuple[str, str]]:
     """The precision dropdown of a reference set: [(label, requested value)], "auto" labelled with what it became."""
     options = []
     for r in pool:
-        asked, got = lookup(r, "config", "precision"), resolved_precision(r)
+        asked, got = typed(r).config.get("precision"), resolved_precision(r)
         option = (f"{asked} ({got})" if asked == "auto" and got else str(asked), asked)
         if option not in options:
             options.append(option)
@@ -153,7 +154,7 @@ def missing_combination_text(name: str, pool: list, cfg: RunConfig) -> str:
         differing = [f for f, v in wanted.items() if not field_matches(r, f, v)]
         if len(differing) == 1:
             f = differing[0]
-            value = resolved_precision(r) if f == "precision" else (r.get("config") or {}).get(f)
+            value = resolved_precision(r) if f == "precision" else typed(r).config.get(f)
             nearest.append(settings_text({f: value}))
     if nearest:
         text += "; one setting away it has: " + ", ".join(dict.fromkeys(nearest))

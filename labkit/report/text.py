@@ -2,16 +2,17 @@
 line's record / sweep / search tables, and the lab's history as flat rows (its CSV).
 
 Every number goes through `labkit.units` (bytes, changes, ratios); this module only chooses which numbers to show
-and in what words. Records may be `RunRecord`s or their JSON dicts: everything is read through `lookup`, so a
-missing part reads None instead of raising.
+and in what words. Records may be `RunRecord`s or their JSON dicts: each is read by attribute through
+`labkit.record.typed`, so a missing part reads None instead of raising.
 """
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping
 
 from labkit.config import RunConfig, rule_warnings
+from labkit.record import typed
+from labkit.report.timing import REGIME_WORDS, predicted_step_s, regime_of, time_note
 from labkit.units import MISSING, change, fmt_bytes, fmt_change, fmt_ratio, fmt_seconds
 
 # the memory components, in the order tables and charts show them
@@ -20,16 +21,6 @@ COMPONENTS = ["weights", "lora", "gradients", "optimizer", "saved activations", 
 SAVED, PEAK, STEP_TIME = "saved activations", "peak allocated", "step time"   # saved: layers + logits, the total
 
 # ---- reading a record ------------------------------------------------------------------------------------------------
-def lookup(record, *path):
-    """record["a"]["b"]... or None where any level is missing or None."""
-    node = record
-    for key in path:
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(key)
-    return node
-
-
 def _sum_or_none(*values):
     present = [v for v in values if v is not None]
     return sum(present) if present else None
@@ -37,35 +28,46 @@ def _sum_or_none(*values):
 
 def theory_saved(record):
     """What the theory says autograd keeps for backward: layer activations + logits."""
-    return _sum_or_none(lookup(record, "theory", "activations"), lookup(record, "theory", "logits"))
+    theory = typed(record).theory
+    return _sum_or_none(theory.activations, theory.logits)
 
 
 def component_values(record) -> dict:
     """{component: (theory bytes, measured bytes)} in COMPONENTS order; measured None where the run did not
     measure it (logits are measured only inside the saved activations)."""
-    res = lambda k: lookup(record, "measured", "resident", k)  # noqa: E731
-    th = lambda k: lookup(record, "theory", k)  # noqa: E731
+    rec = typed(record)
+    th, res = rec.theory, rec.measured.resident
+    if res is None:                                      # not measured (an OOM, a record from a stand-in)
+        from labkit.record import Resident
+        res = Resident()
     return {
-        "weights": (th("weights"), _sum_or_none(res("quantized_weights"), res("unquantized_weights"))),
-        "lora": (th("lora"), res("lora")),
-        "gradients": (th("gradients"), res("gradients")),
-        "optimizer": (th("optimizer"), res("optimizer")),
-        "saved activations": (theory_saved(record), lookup(record, "measured", "saved_activation_bytes")),
-        "logits": (th("logits"), None),
+        "weights": (th.weights, _sum_or_none(res.quantized_weights, res.unquantized_weights)),
+        "lora": (th.lora, res.lora),
+        "gradients": (th.gradients, res.gradients),
+        "optimizer": (th.optimizer, res.optimizer),
+        "saved activations": (theory_saved(rec), rec.measured.saved_activation_bytes),
+        "logits": (th.logits, None),
     }
 
 
 def status_of(record) -> str:
-    return (record or {}).get("status") or "ok"
+    return typed(record).status or "ok"
 
 
 def resolved_precision(record) -> str | None:
     """What the precision became on the record's device ("auto" → fp16 on a T4), else what was asked."""
-    return lookup(record, "resolved", "precision") or lookup(record, "config", "precision")
+    rec = typed(record)
+    return (rec.resolved or {}).get("precision") or rec.config.get("precision")
+
+
+def lab_of(record) -> dict:
+    """What the lab adds to each entry of its history: {"run": its number, "source": "run" or "reference",
+    "provenance": where a replayed record was measured, or None}; {} for a record outside a lab's history."""
+    return typed(record).extra.get("lab") or {}
 
 
 def labels_text(record) -> str:
-    labels = record.get("labels") or []
+    labels = typed(record).labels
     return "labels: " + (", ".join(labels) if labels else "none (measured on this GPU)")
 
 
@@ -75,7 +77,7 @@ _SHORT = {"micro_batch": "mb", "grad_accum": "ga", "seq_len": "seq", "lora_r": "
 
 
 def _short(field: str, record) -> str:
-    value = lookup(record, "config", field)
+    value = typed(record).config.get(field)
     if field == "gradient_checkpointing":
         return f"gc {'on' if value else 'off'}"
     if field == "precision":
@@ -98,7 +100,7 @@ def config_label(record, fields=("gradient_checkpointing", "micro_batch", "preci
 
 
 def _differing_fields(records) -> list[str]:
-    configs = [r.get("config") or {} for r in records]
+    configs = [typed(r).config for r in records]
     keys = sorted({k for c in configs for k in c}, key=lambda k: list(configs[0]).index(k) if k in configs[0] else 99)
     return [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
 
@@ -136,7 +138,8 @@ def _shown(field, value, record):
 
 def describe_changes(prev, cur) -> str:
     """'checkpointing on, micro-batch 2 → 4' — every config field that differs, plus the device if it does."""
-    a, b = prev.get("config") or {}, cur.get("config") or {}
+    prev, cur = typed(prev), typed(cur)
+    a, b = prev.config, cur.config
     parts = []
     for field in list(b) + [k for k in a if k not in b]:
         if a.get(field) == b.get(field):
@@ -146,7 +149,7 @@ def describe_changes(prev, cur) -> str:
         else:
             name = _NAMES.get(field, field)
             parts.append(f"{name} {_shown(field, a.get(field), prev)} → {_shown(field, b.get(field), cur)}")
-    da, db = lookup(prev, "resolved", "device"), lookup(cur, "resolved", "device")
+    da, db = (prev.resolved or {}).get("device"), (cur.resolved or {}).get("device")
     if da and db and da != db:
         parts.append(f"device {da} → {db}")
     return ", ".join(parts) or "same config"
@@ -156,14 +159,12 @@ def _step_time_theory(prev, cur):
     """(getter, three_regime): what the delta line's step-time theory reads — the three-regime seconds of an
     optimizer step (theory.time.step_s) when both records have them, else the FLOPs (records from before the time
     theory, a CPU never calibrated), which the line then calls "FLOPs", not "theory"."""
-    from labkit.report.timing import predicted_step_s
     if predicted_step_s(prev) is not None and predicted_step_s(cur) is not None:
         return predicted_step_s, True
-    return (lambda r: lookup(r, "theory", "step_flops")), False
+    return (lambda r: typed(r).theory.step_flops), False
 
 
 def _regime_words(record) -> str:
-    from labkit.report.timing import REGIME_WORDS, regime_of
     regime = regime_of(record)
     return f", {REGIME_WORDS[regime]}" if regime in REGIME_WORDS else ""
 
@@ -178,16 +179,17 @@ def delta_text(prev, cur, names=("this run", "previous run")) -> str:
         return "no run yet"
     if prev is None:
         return "first run: nothing to compare with yet"
+    prev, cur = typed(prev), typed(cur)
     both_ok = status_of(prev) == "ok" and status_of(cur) == "ok"
     step_theory, three_regime = _step_time_theory(prev, cur)
     metrics = [  # (name, measured key, theory value getter, show only when both measured)
         (SAVED, "saved_activation_bytes", theory_saved, False),
-        (PEAK, "peak_allocated_bytes", lambda r: lookup(r, "theory", "peak"), True),
+        (PEAK, "peak_allocated_bytes", lambda r: r.theory.peak, True),
         (STEP_TIME, "step_time_s", step_theory, False),
     ]
     parts = []
     for name, key, theory_of, needs_both in metrics:
-        measured = change(lookup(cur, "measured", key), lookup(prev, "measured", key)) if both_ok else None
+        measured = change(getattr(cur.measured, key), getattr(prev.measured, key)) if both_ok else None
         theory = change(theory_of(cur), theory_of(prev))
         if measured is None and (needs_both or theory is None):
             continue
@@ -215,45 +217,43 @@ def _err(measured, theory) -> str:
 
 def format_record(record) -> str:
     """A record as a table: theory beside measured per component, then status, labels and warnings."""
-    cfg = record["config"]
-    resolved = record.get("resolved") or {}
+    record = typed(record)
+    cfg, theory, measured = record.config, record.theory, record.measured
+    resolved = record.resolved or {}
     head = (f"{cfg['model']} · seq {cfg['seq_len']} · {cfg['micro_batch']} micro × {cfg['grad_accum']} accum × "
             f"{cfg['num_gpus']} GPU · {config_label(record, ('gradient_checkpointing', 'precision'))} · "
             f"{cfg['quant']} · r {cfg['lora_r']} · {cfg['optim']}")
-    lines = [head, f"status: {record.get('status')}" + (f" ({record['error']})" if record.get("error") else "")
+    lines = [head, f"status: {record.status}" + (f" ({record.error})" if record.error else "")
              + f" · device: {resolved.get('device', '?')}"
-             + (f" ({(record.get('device') or {}).get('name')})" if record.get("device") else ""),
-             f"labels: {', '.join(record.get('labels') or []) or 'none'}", ""]
+             + (f" ({record.device.get('name')})" if record.device else ""),
+             f"labels: {', '.join(record.labels) or 'none'}", ""]
     row = "{:<28}{:>14}{:>14}{:>10}"
     lines.append(row.format("component", "theory", "measured", "error"))
-    theory, measured = record.get("theory") or {}, record.get("measured") or {}
     for name, (t, m) in component_values(record).items():
         label = {"saved activations": "saved activations + logits", "logits": "  of which logits"}.get(name, name)
         shown_m = "(in saved)" if name == "logits" else fmt_bytes(m)
         lines.append(row.format(label, fmt_bytes(t), shown_m, _err(m, t)))
-    lines.append(row.format("simple rule b·s·h·L·2", fmt_bytes(theory.get("simple_rule_activations")), "", ""))
-    lines.append(row.format("peak allocated", fmt_bytes(theory.get("peak")),
-                            fmt_bytes(measured.get("peak_allocated_bytes")),
-                            _err(measured.get("peak_allocated_bytes"), theory.get("peak"))))
-    lines.append(row.format("peak reserved", "", fmt_bytes(measured.get("peak_reserved_bytes")), ""))
-    if measured.get("allocated_before_bytes") is not None:       # records from before 2026-11-30 lack it
+    lines.append(row.format("simple rule b·s·h·L·2", fmt_bytes(theory.simple_rule_activations), "", ""))
+    lines.append(row.format("peak allocated", fmt_bytes(theory.peak), fmt_bytes(measured.peak_allocated_bytes),
+                            _err(measured.peak_allocated_bytes, theory.peak)))
+    lines.append(row.format("peak reserved", "", fmt_bytes(measured.peak_reserved_bytes), ""))
+    if measured.allocated_before_bytes is not None:       # records from before 2026-11-30 lack it
         source = {"cuda-allocator": "CUDA allocated", "live-tensors": "live tensors"}.get(
-            measured.get("allocated_before_source"), measured.get("allocated_before_source") or "")
-        lines.append(row.format("held before the run", "", fmt_bytes(measured["allocated_before_bytes"]), "")
+            measured.allocated_before_source, measured.allocated_before_source or "")
+        lines.append(row.format("held before the run", "", fmt_bytes(measured.allocated_before_bytes), "")
                      + f"  ({source}; included in the peak)")
-    from labkit.report.timing import predicted_step_s, time_note
-    step, predicted = measured.get("step_time_s"), predicted_step_s(record)
+    step, predicted = measured.step_time_s, predicted_step_s(record)
     lines.append(row.format("step time", fmt_seconds(predicted), fmt_seconds(step), _err(step, predicted)))
-    if measured.get("tokens_per_s"):
-        lines.append(row.format("tokens/s", "", f"{measured['tokens_per_s']:.1f}", ""))
+    if measured.tokens_per_s:
+        lines.append(row.format("tokens/s", "", f"{measured.tokens_per_s:.1f}", ""))
     lines.append(f"time theory: {time_note(record)}")
-    if theory.get("step_flops"):
-        lines.append(f"FLOPs per optimizer step: {theory['step_flops']:.3g}")
-    if measured.get("loss"):
-        lines.append("loss per optimizer step: " + ", ".join(f"{x:.4f}" for x in measured["loss"]))
+    if theory.step_flops:
+        lines.append(f"FLOPs per optimizer step: {theory.step_flops:.3g}")
+    if measured.loss:
+        lines.append("loss per optimizer step: " + ", ".join(f"{x:.4f}" for x in measured.loss))
     lines += rank_lines(record)
     try:
-        warnings = record.get("warnings") or rule_warnings(RunConfig.from_dict(cfg))
+        warnings = record.warnings or rule_warnings(RunConfig.from_dict(cfg))
     except ValueError:
         warnings = []
     lines += [f"warning: {w}" for w in warnings]
@@ -263,10 +263,11 @@ def format_record(record) -> str:
 def rank_lines(record) -> list[str]:
     """A data-parallel record's ranks, one line each (step time, gradient sync and its share, saved activations,
     CUDA peak), and the theory's sync time and the per-GPU copy of the base. Nothing for one process."""
-    ranks = record.get("ranks")
+    record = typed(record)
+    ranks = record.ranks
     if not ranks:
         return []
-    cpu = "cpu-processes" in (record.get("labels") or [])
+    cpu = "cpu-processes" in record.labels
     what = "gloo processes on a CPU: a stand-in, not GPU figures" if cpu else "GPUs, DDP over NCCL"
     row = "{:<6}{:>12}{:>12}{:>8}{:>14}{:>16}"
     lines = [f"ranks: {len(ranks)} ({what}); loss and tokens/s above are the effective batch's",
@@ -277,7 +278,7 @@ def rank_lines(record) -> list[str]:
                                 f"{sync * 1e3:.3g} ms" if sync is not None else MISSING,
                                 f"{sync / step:.1%}" if sync is not None and step else MISSING,
                                 fmt_bytes(r.get("saved_activation_bytes")), fmt_bytes(r.get("peak_allocated_bytes"))))
-    dp = (record.get("theory") or {}).get("data_parallel")
+    dp = record.theory.get("data_parallel")
     if dp:
         lines.append(f"theory: all-reduce {fmt_bytes(dp['allreduce_bytes_per_rank'])} a rank in "
                      f"{dp['ddp_buckets']} bucket(s), {dp['sync_s'] * 1e3:.3g} ms over {dp['link']['name']}; every "
@@ -292,13 +293,14 @@ def format_sweep(records) -> str:
     width = max(len(s) for s in labels) + 2
     row = "{:<%d}{:>7}{:>14}{:>14}{:>8}{:>11}{:>9}" % width
     lines = [row.format("config", "status", "saved meas.", "saved theory", "error", "step time", "vs first")]
-    times = [lookup(r, "measured", "step_time_s") for r in records]
+    records = [typed(r) for r in records]
+    times = [r.measured.step_time_s for r in records]
     base = next((t for t in times if t), None)
     for label, r, t in zip(labels, records, times):
-        m, th = lookup(r, "measured", "saved_activation_bytes"), theory_saved(r)
-        lines.append(row.format(label, r.get("status", "?"), fmt_bytes(m), fmt_bytes(th), _err(m, th),
+        m, th = r.measured.saved_activation_bytes, theory_saved(r)
+        lines.append(row.format(label, r.status, fmt_bytes(m), fmt_bytes(th), _err(m, th),
                                 f"{t:.3g} s" if t else MISSING, fmt_ratio(t, base) if t and base else MISSING))
-    stand_ins = sorted({lab for r in records for lab in r.get("labels") or []})
+    stand_ins = sorted({lab for r in records for lab in r.labels})
     if stand_ins:
         lines.append(f"labels: {', '.join(stand_ins)}")
     return "\n".join(lines)
@@ -334,26 +336,25 @@ CSV_COLUMNS = ["run", "source", "provenance", "model", "device", "precision", "g
 
 def history_row(rec) -> dict:
     """One lab history entry as a flat dict with the CSV_COLUMNS."""
-    c = rec.get("config") or {}
-    th = rec.get("theory") or {}
-    m = rec.get("measured") or {}
-    lab_info = rec.get("lab") or {}
+    rec = typed(rec)
+    c, th, m = rec.config, rec.theory, rec.measured
+    lab_info = lab_of(rec)
     micro, accum, gpus = c.get("micro_batch"), c.get("grad_accum"), c.get("num_gpus", 1)
     return {
         "run": lab_info.get("run"), "source": lab_info.get("source", "run"),
-        "provenance": lab_info.get("provenance") or rec.get("provenance") or "",
-        "model": c.get("model"), "device": lookup(rec, "device", "name"), "precision": resolved_precision(rec),
+        "provenance": lab_info.get("provenance") or rec.extra.get("provenance") or "",
+        "model": c.get("model"), "device": (rec.device or {}).get("name"), "precision": resolved_precision(rec),
         "gradient_checkpointing": c.get("gradient_checkpointing"), "micro_batch": micro, "grad_accum": accum,
         "num_gpus": gpus, "effective_batch": (micro * accum * gpus) if None not in (micro, accum, gpus) else None,
-        "seq_len": c.get("seq_len"), "lora_r": c.get("lora_r"), "status": rec.get("status"),
-        "saved_activations_measured_bytes": m.get("saved_activation_bytes"),
+        "seq_len": c.get("seq_len"), "lora_r": c.get("lora_r"), "status": rec.status,
+        "saved_activations_measured_bytes": m.saved_activation_bytes,
         "saved_activations_theory_bytes": theory_saved(rec),
-        "simple_rule_bytes": th.get("simple_rule_activations"),
-        "peak_allocated_bytes": m.get("peak_allocated_bytes"), "peak_reserved_bytes": m.get("peak_reserved_bytes"),
-        "peak_theory_bytes": th.get("peak"), "allocated_before_bytes": m.get("allocated_before_bytes"),
-        "step_time_s": m.get("step_time_s"), "step_flops": th.get("step_flops"),
-        "tokens_per_s": m.get("tokens_per_s"), "labels": " ".join(rec.get("labels") or []),
-        "error": rec.get("error") or "", "time": rec.get("time"),
+        "simple_rule_bytes": th.simple_rule_activations,
+        "peak_allocated_bytes": m.peak_allocated_bytes, "peak_reserved_bytes": m.peak_reserved_bytes,
+        "peak_theory_bytes": th.peak, "allocated_before_bytes": m.allocated_before_bytes,
+        "step_time_s": m.step_time_s, "step_flops": th.step_flops,
+        "tokens_per_s": m.tokens_per_s, "labels": " ".join(rec.labels),
+        "error": rec.error or "", "time": rec.time,
     }
 
 

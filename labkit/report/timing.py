@@ -5,20 +5,20 @@ regime that binds — what the lab, the command line and the lessons print besid
     step_time_text(rec)    '8 micro-steps × 16 ms + optimizer 3.1 ms = 0.131 s an optimizer step'
     constants_text(rec)    'constants: calibrated on x86_64, 2026-12-01'
 
-The numbers are record["theory"]["time"] (labkit.theory.time.predict_time); this module only chooses words. A record
+The numbers are record.theory.time (labkit.theory.time.predict_time); this module only chooses words. A record
 without them (an older record, or a CPU never calibrated) reads None / says why.
 """
 from __future__ import annotations
 
-from labkit.report.text import lookup
+from labkit.record import typed
 from labkit.units import change, fmt_seconds
 
 REGIME_WORDS = {"compute": "compute-bound", "memory": "memory-bound", "overhead": "overhead-bound"}
 
 
 def time_theory(record) -> dict | None:
-    """record["theory"]["time"] when it holds figures, else None."""
-    t = lookup(record, "theory", "time")
+    """record.theory.time when it holds figures, else None."""
+    t = typed(record).theory.time
     return t if isinstance(t, dict) and t.get("total_s") is not None else None
 
 
@@ -28,7 +28,7 @@ def predicted_step_s(record) -> float | None:
     t = time_theory(record)
     if t is None:
         return None
-    return lookup(record, "theory", "data_parallel", "step_s") or t.get("step_s")
+    return (typed(record).theory.get("data_parallel") or {}).get("step_s") or t.get("step_s")
 
 
 def regime_of(record) -> str | None:
@@ -43,7 +43,7 @@ def time_split_text(record) -> str:
     label that says "theory"."""
     t = time_theory(record)
     if t is None:
-        note = lookup(record, "theory", "time", "note")
+        note = (typed(record).theory.time or {}).get("note")
         return f"none ({note})" if note else "none in this record"      # read after a "time theory:" label
     parts = " · ".join(f"{name} {fmt_seconds(t[f'{name}_s'])}" for name in ("compute", "memory", "overhead"))
     return f"{parts} a micro-step → {REGIME_WORDS.get(t['regime'], t['regime'])}"
@@ -54,7 +54,7 @@ def step_time_text(record) -> str:
     t = time_theory(record)
     if t is None:
         return ""
-    accum = lookup(record, "config", "grad_accum") or 1
+    accum = typed(record).config.get("grad_accum") or 1
     micro = f"{accum} micro-steps × {fmt_seconds(t['total_s'])}" if accum > 1 else \
         f"1 micro-step {fmt_seconds(t['total_s'])}"
     return f"{micro} + optimizer {fmt_seconds(t['optimizer_s'])} = {fmt_seconds(t['step_s'])} an optimizer step"
@@ -62,7 +62,7 @@ def step_time_text(record) -> str:
 
 def constants_text(record) -> str:
     """Where the device constants came from, short: the first clause of their source."""
-    source = lookup(record, "theory", "time", "constants", "source")
+    source = ((typed(record).theory.time or {}).get("constants") or {}).get("source")
     if not source:
         return ""
     return "constants: " + source.split(" (F, B); ")[0].split("; ")[0]
@@ -77,7 +77,7 @@ def time_note(record) -> str:
 
 def step_time_change(prev, cur) -> tuple[float | None, float | None, str | None]:
     """(measured change, theory change, regime of `cur`) of the optimizer-step time between two records."""
-    measured = change(lookup(cur, "measured", "step_time_s"), lookup(prev, "measured", "step_time_s"))
+    measured = change(typed(cur).measured.step_time_s, typed(prev).measured.step_time_s)
     return measured, change(predicted_step_s(cur), predicted_step_s(prev)), regime_of(cur)
 
 
@@ -86,12 +86,12 @@ def micro_batch_rows(timed: list) -> list[tuple]:
     tokens/s, regime), "—" where a run has no time theory (a GPU without a data sheet whose calibration failed).
     A run that ran out of memory has no times, so it has no row."""
     rows = []
-    for r in timed:
-        if r["status"] != "ok":
+    for r in map(typed, timed):
+        if r.status != "ok":
             continue
-        mb, seq, p = r["config"]["micro_batch"], r["config"]["seq_len"], predicted_step_s(r)
-        rows.append((mb, fmt_seconds(r["measured"]["step_time_s"]), fmt_seconds(p) if p else "—",
-                     f"{r['measured']['tokens_per_s']:,.0f}", f"{mb * seq / p:,.0f}" if p else "—",
+        mb, seq, p = r.config["micro_batch"], r.config["seq_len"], predicted_step_s(r)
+        rows.append((mb, fmt_seconds(r.measured.step_time_s), fmt_seconds(p) if p else "—",
+                     f"{r.measured.tokens_per_s:,.0f}", f"{mb * seq / p:,.0f}" if p else "—",
                      REGIME_WORDS.get(regime_of(r), "—")))
     return rows
 
@@ -99,12 +99,12 @@ def micro_batch_rows(timed: list) -> list[tuple]:
 def micro_batch_gain(timed: list) -> tuple[int, float | None, float | None] | None:
     """From the smallest to the largest micro-batch that finished: (largest micro-batch, tokens/s gain measured,
     gain in theory or None without a time theory). None when fewer than two runs finished."""
-    done = [r for r in timed if r["status"] == "ok"]
+    done = [r for r in map(typed, timed) if r.status == "ok"]
     if len(done) < 2:
         return None
     first, last = done[0], done[-1]
-    measured = last["measured"]["tokens_per_s"] / first["measured"]["tokens_per_s"]
+    measured = last.measured.tokens_per_s / first.measured.tokens_per_s
     p_first, p_last = predicted_step_s(first), predicted_step_s(last)
-    theory = (last["config"]["micro_batch"] / p_last) / (first["config"]["micro_batch"] / p_first) \
+    theory = (last.config["micro_batch"] / p_last) / (first.config["micro_batch"] / p_first) \
         if p_first and p_last else None
-    return last["config"]["micro_batch"], measured, theory
+    return last.config["micro_batch"], measured, theory

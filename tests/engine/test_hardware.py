@@ -229,8 +229,8 @@ def test_fresh_children_and_ranks_start_after_the_cache_is_handed_back(monkeypat
     order = []
     monkeypatch.setattr(hardware, "hand_back_cached_gpu_memory", lambda: order.append("hand back") or 0)
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: order.append("child") or types.SimpleNamespace(
-        returncode=0, stdout='{"status": "ok"}', stderr=""))
-    assert fresh.run(RunConfig(), steps=1) == {"status": "ok"}
+        returncode=0, stdout='{"config": {"model": "tiny"}, "status": "ok"}', stderr=""))
+    assert fresh.run(RunConfig(), steps=1).status == "ok"
     assert order == ["hand back", "child"]
 
     order.clear()

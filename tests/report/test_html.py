@@ -74,7 +74,7 @@ def test_memory_held_before_the_run():
     rec = make_record()
     assert held_before_text(rec) == "" and held_before_warning_html(rec) == ""        # older records: nothing
     rec["measured"].update(allocated_before_bytes=None, allocated_before_source=None)
-    assert held_before_text(rec) == "already in memory when the run started: not measured"
+    assert held_before_text(rec) == ""                           # not measured: nothing to say
     rec["measured"].update(allocated_before_bytes=300 * MiB, allocated_before_source="live-tensors")
     assert held_before_text(rec) == ("already in memory when the run started: 300 MiB "
                                      "(live tensors found in this process)")
