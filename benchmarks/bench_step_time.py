@@ -83,7 +83,7 @@ def main(argv=None):
     run_side = {
         "labkit runner": lambda: measure_run(cfg, a.steps, a.warmup, device)["measured"]["step_times_s"],
         "bare loop": lambda: bare_loop(cfg, a.steps, device, precision),
-        "HF Trainer": lambda: train_with_trainer(cfg, a.steps, a.warmup, device)["measured"]["step_times_s"],
+        "HF Trainer": lambda: train_with_trainer(cfg, a.steps, a.warmup, device).measured.step_times_s,
     }
     order = list(run_side)
     for r in range(a.rounds):

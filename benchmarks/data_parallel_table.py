@@ -32,23 +32,23 @@ def _mib(x) -> str:
 
 def rows(record) -> list[list[str]]:
     """One row per rank (the top-level measured for one process)."""
-    t, m = record["theory"], record["measured"]
-    dp = t.get("data_parallel") or {}
-    rank_step = (t.get("time") or {}).get("step_s")
+    t, m = record.theory, record.measured
+    dp = t.data_parallel or {}
+    rank_step = (t.time or {}).get("step_s")
     sync_theory = dp.get("sync_s", 0.0)
-    ranks = record.get("ranks") or [{**m, "rank": 0, "sync_time_s": None}]
-    resident_theory = sum(t[k] for k in ("weights", "lora", "gradients", "optimizer"))
+    ranks = record.ranks or [{**m.to_dict(), "rank": 0, "sync_time_s": None}]   # per-rank parts stay dicts
+    resident_theory = t.weights + t.lora + t.gradients + t.optimizer
     out = []
     for r in ranks:
         resident = sum((r.get("resident") or {}).values()) or None
         step, sync = r.get("step_time_s"), r.get("sync_time_s")
-        out.append([f"{record['config']['num_gpus']} × mb {record['config']['micro_batch']}", str(r["rank"]),
+        out.append([f"{record.config['num_gpus']} × mb {record.config['micro_batch']}", str(r["rank"]),
                     f"{_s(step)} | {_s(rank_step + sync_theory if rank_step else None)}",
                     f"{_s(sync, 1e3)} | {_s(sync_theory if dp else None, 1e3)}",
                     _s(sync / step if sync is not None and step else None, 100, "{:.1f}%"),
-                    f"{_mib(r.get('saved_activation_bytes'))} | {_mib(t['activations'] + t['logits'])}",
+                    f"{_mib(r.get('saved_activation_bytes'))} | {_mib(t.activations + t.logits)}",
                     f"{_mib(resident)} | {_mib(resident_theory)}",
-                    ", ".join(f"{x:.5f}" for x in m.get("loss") or [])])
+                    ", ".join(f"{x:.5f}" for x in m.loss or [])])
     return out
 
 
@@ -72,13 +72,13 @@ def main(argv=None) -> int:
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
     print(f"labels (2 processes): {', '.join(two['labels'])}; status {one['status']} / {two['status']}")
-    slow = max(r["step_time_s"] for r in two["ranks"])
+    slow = max(r["step_time_s"] for r in two.ranks)
     print(f"effective batch {one['config']['micro_batch'] * one['config']['grad_accum']} both ways; step time "
           f"2 processes ÷ 1 process = {slow / one['measured']['step_time_s']:.2f} (slowest rank); tokens/s "
           f"{one['measured']['tokens_per_s']:.0f} → {two['measured']['tokens_per_s']:.0f}")
-    worst = max(abs(a - b) / abs(b) for a, b in zip(two["measured"]["loss"], one["measured"]["loss"]))
+    worst = max(abs(a - b) / abs(b) for a, b in zip(two.measured.loss, one.measured.loss))
     print(f"largest relative loss difference: {worst:.1e}")
-    dp = two["theory"]["data_parallel"]
+    dp = two.theory.data_parallel
     print(f"theory: {dp['gradient_bytes']:,} gradient bytes in {dp['ddp_buckets']} bucket(s), "
           f"{dp['allreduce_bytes_per_rank']:,.0f} bytes a rank on the wire over {dp['link']['name']} "
           f"({dp['link']['source'].split(':')[0]}); every rank holds the whole base — "

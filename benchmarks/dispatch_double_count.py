@@ -93,10 +93,10 @@ def main() -> None:
     for _ in range(args.rounds):                      # interleaved: a slow moment of the machine hits every config
         for name, change in TOGGLES.items():
             rec = labkit.run(RunConfig(**{**BASE, **change}), steps=3, warmup=1, progress=False)
-            if rec["status"] != "ok":
+            if rec.status != "ok":
                 raise SystemExit(f"{name}: the run ended {rec['status']}: {rec['error']}")
-            measured[name].append(rec["measured"]["step_time_s"])
-            padding[name] = bool(rec["measured"]["batch_has_padding"])
+            measured[name].append(rec.measured.step_time_s)
+            padding[name] = bool(rec.measured.batch_has_padding)
     rows = {}
     print(f"\n{'config':18s} {'measured':>9s} {'theory':>9s} {'error':>7s} {'bare once':>9s} {'error':>7s}   (ms)")
     for name, change in TOGGLES.items():

@@ -246,7 +246,7 @@ def theory_largest(cfg, limit: int, hi: int = 128):
 
     best = None
     for b in range(1, hi + 1):
-        if estimate(cfg.replace(micro_batch=b))["theory"]["peak"] > limit:
+        if estimate(cfg.replace(micro_batch=b)).theory.peak > limit:
             break
         best = b
     return best

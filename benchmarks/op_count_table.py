@@ -48,12 +48,12 @@ def table(models: dict, variants=VARIANTS) -> list[dict]:
                 cfg = RunConfig(**{"model": path, "seq_len": 64, "micro_batch": 2, "grad_accum": 2,
                                    "gradient_checkpointing": gc, **changes})
                 rec = run(cfg, steps=1, warmup=0)
-                row = {"model": name, "checkpointing": gc, "variant": label, "status": rec["status"],
+                row = {"model": name, "checkpointing": gc, "variant": label, "status": rec.status,
                        "precision": (rec.get("resolved") or {}).get("precision"), "error": None, "metadata_error": None}
                 rows.append(row)
-                if rec["status"] != "ok":
-                    print(name, label, rec["status"], rec["error"])
-                    row["message"] = rec["error"]
+                if rec.status != "ok":
+                    print(name, label, rec.status, rec.error)
+                    row["message"] = rec.error
                     continue
                 m, t = rec.measured.aten_ops, rec.theory["aten_ops"]
                 err, meta = _err(t["total"], m["total"]), _err(t["metadata"]["total"], m["metadata"]["total"])

@@ -13,6 +13,7 @@ import warnings
 
 from labkit.config import RunConfig
 from labkit.experiment import run
+from labkit.goals import PARTS_REL
 from labkit.shapes import write_check_configs
 
 RESIDENT = ("quantized_weights", "unquantized_weights", "lora", "gradients", "optimizer")
@@ -30,19 +31,19 @@ def main():
         cfg = RunConfig(model=models[name], gradient_checkpointing=gc, precision=prec, seq_len=seq, micro_batch=2,
                         grad_accum=1, lora_targets=targets)
         rec = run(cfg, steps=1, warmup=0)
-        if rec["status"] != "ok":
-            print(name, rec["status"], rec["error"])
+        if rec.status != "ok":
+            print(name, rec.status, rec.error)
             continue
-        m, t = rec["measured"], rec["theory"]
-        pred = t["activations"] + t["logits"]
-        err = pred / m["saved_activation_bytes"] - 1
-        res = max(abs(t[k] / m["resident"][k] - 1) for k in RESIDENT if m["resident"][k])
+        m, t = rec.measured, rec.theory
+        pred = t.activations + t.logits
+        err = pred / m.saved_activation_bytes - 1
+        res = max(abs(getattr(t, k) / getattr(m.resident, k) - 1) for k in RESIDENT if getattr(m.resident, k))
         worst = max(worst, abs(err), res)
         print(f"{name:14s} {'on' if gc else 'off':4s} {prec:4s} {seq:4d} {'qkvo' if len(targets) == 4 and 'o_proj' in targets else 'q,v,g,d':10s} "
-              f"{'yes' if m['batch_has_padding'] else 'no':3s} {m['saved_activation_bytes']:11d} {pred:12d} "
+              f"{'yes' if m.batch_has_padding else 'no':3s} {m.saved_activation_bytes:11d} {pred:12d} "
               f"{err:+8.3%} {res:16.3%}")
-    print(f"\nworst relative error over the grid: {worst:.4%}   (goal ≤ 5%)   labels: shape-only weights, "
-          f"{rec['device']['type']}")
+    print(f"\nworst relative error over the grid: {worst:.4%}   (goal ≤ {PARTS_REL:.0%})   labels: shape-only weights, "
+          f"{rec.device['type']}")
 
 
 if __name__ == "__main__":

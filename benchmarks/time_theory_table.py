@@ -47,10 +47,10 @@ def theory_time(rec, constants) -> dict | None:
     from labkit import theory
     from labkit.config import RunConfig
     from labkit.shapes import ModelShape
-    cfg = RunConfig.from_dict(rec["config"])
-    shape = ModelShape(**rec["shape"])
-    padding = rec["measured"].get("batch_has_padding")
-    return theory.predict_time(shape, cfg, rec["resolved"]["precision"], constants, rec["device"]["type"],
+    cfg = RunConfig.from_dict(rec.config)
+    shape = ModelShape(**rec.shape)
+    padding = rec.measured.batch_has_padding
+    return theory.predict_time(shape, cfg, rec.resolved["precision"], constants, rec.device["type"],
                                padding_mask=True if padding is None else padding)
 
 
@@ -143,18 +143,18 @@ def gpu_records(folder: str) -> None:
     if not records:
         print(f"no GPU records under {folder}")
         return
-    constants = data_sheet_constants(records[0][1]["device"]["name"])
+    constants = data_sheet_constants(records[0][1].device["name"])
     rows, index = [], {}
     for file, rec in records:
-        c = rec["config"]
+        c = rec.config
         label = (f"{c['model']} s{c['seq_len']} mb{c['micro_batch']} acc{c['grad_accum']} "
-                 f"ckpt {'on ' if c['gradient_checkpointing'] else 'off'} {rec['resolved']['precision']}")
+                 f"ckpt {'on ' if c['gradient_checkpointing'] else 'off'} {rec.resolved['precision']}")
         fitted = in_fit(rec)
         t = theory_time(rec, constants)
-        rows.append((label + (" (fit)" if fitted else ""), t, rec["measured"]["step_time_s"]))
+        rows.append((label + (" (fit)" if fitted else ""), t, rec.measured.step_time_s))
         index[(file, c["model"], c["seq_len"], c["micro_batch"], c["grad_accum"], c["gradient_checkpointing"],
-               rec["resolved"]["precision"])] = (t["step_s"], rec["measured"]["step_time_s"])
-    print(f"\nGPU records: {folder} — {records[0][1]['device']['name']}, T4 profile; rows marked (fit) are the "
+               rec.resolved["precision"])] = (t["step_s"], rec.measured.step_time_s)
+    print(f"\nGPU records: {folder} — {records[0][1].device['name']}, T4 profile; rows marked (fit) are the "
           "flat region the overhead constants were fitted to")
     worst = print_rows(rows)
     pairs = []
@@ -181,8 +181,8 @@ def gpu_records(folder: str) -> None:
 def in_fit(rec) -> bool:
     """The flat region the GPU overhead constants are fitted to: fp16, llama-3.2-1b at seq 512 and tiny at seq 128
     (every micro-batch and accumulation recorded there). Seq 2048 and the fp32 run stay out: they are predicted."""
-    c = rec["config"]
-    return rec["resolved"]["precision"] == "fp16" and (c["model"], c["seq_len"]) in (("llama-3.2-1b", 512),
+    c = rec.config
+    return rec.resolved["precision"] == "fp16" and (c["model"], c["seq_len"]) in (("llama-3.2-1b", 512),
                                                                                     ("tiny", 128))
 
 
@@ -200,15 +200,15 @@ def fit_overhead(folder: str) -> dict:
         for rec in read_jsonl(path):
             if rec.status != "ok" or not in_fit(rec):
                 continue
-            cfg, shape = RunConfig.from_dict(rec["config"]), ModelShape(**rec["shape"])
-            precision, padding = rec["resolved"]["precision"], bool(rec["measured"].get("batch_has_padding"))
+            cfg, shape = RunConfig.from_dict(rec.config), ModelShape(**rec.shape)
+            precision, padding = rec.resolved["precision"], bool(rec.measured.batch_has_padding)
             first = tt.dispatched_ops(shape, cfg, precision, "cuda", padding, accumulating=False)
             later = tt.dispatched_ops(shape, cfg, precision, "cuda", padding, accumulating=True)
             micro = [first] + [later] * (cfg.grad_accum - 1)
             _, tensors = tt.optimizer_work(shape, cfg)
             a = sum(m["forward"] + m["recompute"] for m in micro) + tt.optimizer_ops(tensors, precision)
             b = sum(m["backward"] for m in micro)
-            rows.append((a, b, rec["measured"]["step_time_s"]))
+            rows.append((a, b, rec.measured.step_time_s))
     # minimise Σ ((a·x + b·y − t) / t)²: the 2 × 2 normal equations
     saa = sum((a / t) ** 2 for a, b, t in rows)
     sbb = sum((b / t) ** 2 for a, b, t in rows)

@@ -9,6 +9,7 @@ import datetime
 import functools
 import os
 import warnings
+from dataclasses import dataclass
 
 import labkit
 from labkit import theory
@@ -21,24 +22,38 @@ from labkit.engine.runner import measure_run
 from labkit.engine.data_parallel import measure_data_parallel
 from labkit.engine.device import run_setup
 from labkit.engine.models import check_weights
-from labkit.shapes import fit_warnings, resolve_shape, warn_fit
+from labkit.shapes import ModelShape, resolve_shape, warn_fit
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One request, resolved once before anything loads: the config, the model's shape (a preset's, or a custom
+    config.json read once) and the advice that shape gives for the config. The theory and the record take it."""
+    cfg: RunConfig
+    shape: ModelShape
+    advice: list
+
+
+def plan(cfg, stacklevel: int = 2) -> Plan:
+    """What every entry point checks before anything loads: a RunConfig (ValueError otherwise), a model whose
+    config.json passes `shapes.check_model_config`; the advice (`shapes.fit_warnings`) is each also issued as a
+    LabkitWarning, pointing `stacklevel` frames above this call."""
+    check_config(cfg)
+    shape = resolve_shape(cfg.model)               # unknown model, malformed config.json → ValueError
+    return Plan(cfg, shape, warn_fit(cfg, stacklevel=stacklevel + 1, shape=shape))
 
 
 def check_request(cfg) -> list[str]:
-    """What every entry point checks before anything loads: a RunConfig (ValueError otherwise), a model whose
-    config.json passes `shapes.check_model_config`; returns the advice (`shapes.fit_warnings`), each also issued
-    as a LabkitWarning."""
-    check_config(cfg)
-    resolve_shape(cfg.model)                       # unknown model, malformed config.json → ValueError
-    return warn_fit(cfg, stacklevel=4)             # points at the caller of run() / estimate()
+    """`plan`'s checks for a caller that wants only the advice."""
+    return plan(cfg, stacklevel=2).advice
 
 
-def _theory(cfg: RunConfig, precision: str, device: dict, padding_mask: bool, counted: dict | None = None) -> dict:
+def _theory(p: Plan, precision: str, device: dict, padding_mask: bool, counted: dict | None = None) -> dict:
     """The theory for this run, told the device facts it needs like a data sheet: type, name, compute capability
     and the cuBLAS workspace variables set in this process (they size the CUDA workspaces); and, for the op count,
     which micro-batch the run counted (`counted`: measured.aten_ops, read for its `accumulating` and
     `saved_tensor_hooks` flags only)."""
-    shape = resolve_shape(cfg.model)
+    cfg, shape = p.cfg, p.shape
     gpu = device["name"] if device["type"] == "cuda" else None
     blas_env = {k: os.environ[k] for k in theory.BLAS_ENV_VARS if k in os.environ}
     counted = counted or {}
@@ -57,16 +72,15 @@ def _theory(cfg: RunConfig, precision: str, device: dict, padding_mask: bool, co
     return out
 
 
-def _record(cfg: RunConfig, measured_part: dict, theory_part: dict) -> RunRecord:
-    shape = resolve_shape(cfg.model)
-    advice = fit_warnings(shape, cfg.seq_len, cfg.lora_r, cfg.lora_targets)   # said as warnings by check_request
+def _record(p: Plan, measured_part: dict, theory_part: dict) -> RunRecord:
+    cfg = p.cfg
     return build(
         config=cfg.to_dict(),
-        shape=shape.to_dict(),
+        shape=p.shape.to_dict(),
         resolved=measured_part["resolved"],
         model_source=measured_part["model_source"],
         labels=measured_part["labels"],
-        warnings=rule_warnings(cfg) + advice + measured_part.get("warnings", []),
+        warnings=rule_warnings(cfg) + p.advice + measured_part.get("warnings", []),
         theory=theory_part,
         measured=measured_part["measured"],
         status=measured_part["status"],
@@ -88,7 +102,7 @@ def run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = No
     cfg.num_gpus = N > 1 runs N processes under DDP (`engine.data_parallel`): one record, every rank under
     `ranks`; on a CPU they are gloo processes, labelled "cpu-processes" (never GPU figures); on CUDA with fewer
     than N GPUs, ValueError. `progress` and `on_step` are for one process only (the ranks run elsewhere)."""
-    check_request(cfg)                             # bad input → ValueError before anything loads
+    request = plan(cfg, stacklevel=2)              # bad input → ValueError before anything loads
     check_steps(steps, warmup)
     check_device(device)
     check_callback("on_step", on_step)
@@ -98,14 +112,14 @@ def run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = No
     else:
         measured = measure_run(cfg, steps, warmup, device, weights, progress, on_step)
     padding = measured["measured"]["batch_has_padding"]
-    theory_of = functools.partial(_theory, cfg, measured["resolved"]["precision"], measured["device"],
+    theory_of = functools.partial(_theory, request, measured["resolved"]["precision"], measured["device"],
                                   padding if padding is not None else cfg.pad_to_seq_len,
                                   measured["measured"].get("aten_ops"))
     prediction = theory_of()
     if prediction["time"]["total_s"] is None and prediction["time"]["constants"] is None \
             and calibrate_once((measured.get("resolved") or {}).get("device") or "cpu"):          # the first run that needs constants here
         prediction = theory_of()
-    record = _record(cfg, measured, prediction)
+    record = _record(request, measured, prediction)
     record.run = {"steps": steps, "warmup": warmup, "weights": weights}
     return record
 
@@ -138,7 +152,7 @@ def calibrate_once(device: str) -> bool:
 
 def estimate(cfg: RunConfig, device: str | None = None, padding_mask: bool = True) -> RunRecord:
     """Theory only (no model is loaded); every measured field is None and the record is labelled "theory-only"."""
-    check_request(cfg)
+    request = plan(cfg, stacklevel=2)
     check_device(device)
     if not isinstance(padding_mask, bool):
         raise ValueError(f"padding_mask must be True or False, got {padding_mask!r}")
@@ -147,4 +161,4 @@ def estimate(cfg: RunConfig, device: str | None = None, padding_mask: bool = Tru
                 "labels": ["theory-only"] + [x for x in labels if x == "t4-profile"],   # nothing measured on it
                 "status": "ok", "error": None, "device": dev,
                 "measured": {}}                                       # every measured field None
-    return _record(cfg, measured, _theory(cfg, precision, dev, padding_mask))
+    return _record(request, measured, _theory(request, precision, dev, padding_mask))

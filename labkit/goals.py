@@ -10,6 +10,8 @@ from labkit.units import MiB
 PEAK_REL = 0.03                # theory peak allocated within ±3 % of the measured peak (every preset but tiny)
 PEAK_TINY_BYTES = 16 * MiB     # … within ±16 MiB for the tiny stand-in, whose whole peak is a few MiB
 OP_COUNT_REL = 0.05            # aten ops dispatched per phase (forward, recompute, backward) within ±5 %
+PARTS_REL = 0.05               # each resident part (weights, adapters, gradients, optimizer) and the saved
+                               # activations within ±5 % of the bytes measured on the live tensors
 STEP_TIME_REL = 0.25           # step time within ±25 % of the measured on a calibrated device
 DELTA_POINTS = 15              # a toggle's change of step time within ±15 percentage points of the measured change
 

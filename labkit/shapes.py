@@ -172,10 +172,11 @@ def fit_warnings(shape: ModelShape, seq_len: int, lora_r: int, lora_targets=("q_
     return out
 
 
-def warn_fit(cfg, stacklevel: int = 2) -> list[str]:
+def warn_fit(cfg, stacklevel: int = 2, shape: ModelShape | None = None) -> list[str]:
     """`fit_warnings` for a RunConfig, each also issued as a LabkitWarning (pointing `stacklevel` frames up, as
-    `warnings.warn` counts them from the caller); returns them (records keep them)."""
-    out = fit_warnings(resolve_shape(cfg.model), cfg.seq_len, cfg.lora_r, cfg.lora_targets)
+    `warnings.warn` counts them from the caller); returns them (records keep them). `shape`: the model's, if the
+    caller has resolved it already."""
+    out = fit_warnings(shape or resolve_shape(cfg.model), cfg.seq_len, cfg.lora_r, cfg.lora_targets)
     for text in out:
         warnings.warn(text, LabkitWarning, stacklevel=stacklevel + 1)
     return out

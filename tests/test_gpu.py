@@ -13,8 +13,8 @@ pytestmark = pytest.mark.gpu
 def test_cuda_peaks_are_measured_and_cover_the_predicted_resident_state(gc):
     rec = run(RunConfig(seq_len=256, micro_batch=2, grad_accum=2, gradient_checkpointing=gc, lora_dropout=0.05),
               steps=2, device="cuda")
-    m, t = rec["measured"], rec["theory"]
-    assert rec["status"] == "ok"
+    m, t = rec.measured, rec.theory
+    assert rec.status == "ok"
     assert m["peak_allocated_bytes"] > 0 and m["peak_reserved_bytes"] >= m["peak_allocated_bytes"]
     resident = t["weights"] + t["lora"] + t["gradients"] + t["optimizer"]
     assert m["peak_allocated_bytes"] > resident
@@ -23,8 +23,8 @@ def test_cuda_peaks_are_measured_and_cover_the_predicted_resident_state(gc):
 
 def test_fp16_runs_with_a_grad_scaler():
     rec = run(RunConfig(seq_len=128, precision="fp16"), steps=2, device="cuda")
-    assert rec["status"] == "ok" and rec["resolved"]["precision"] == "fp16"
-    assert all(v == v for v in rec["measured"]["loss"])         # no NaN
+    assert rec.status == "ok" and rec.resolved["precision"] == "fp16"
+    assert all(v == v for v in rec.measured.loss)         # no NaN
 
 
 def test_a_real_oom_is_a_result_and_the_next_run_works():
@@ -34,7 +34,7 @@ def test_a_real_oom_is_a_result_and_the_next_run_works():
     try:
         rec = run(RunConfig(model="llama-3.2-1b", seq_len=4096, micro_batch=16, gradient_checkpointing=False,
                             precision="fp16"), steps=1, warmup=0, device="cuda", weights="random")
-        assert rec["status"] == "oom"
+        assert rec.status == "oom"
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
     t4_profile()
@@ -66,15 +66,15 @@ def test_t4_profile_scene_an_oom_leaves_nothing_allocated_and_the_next_run_fits(
     t4_profile()
     try:
         first = run(FITS, steps=1, warmup=0, device="cuda", weights="random")
-        assert first["status"] == "ok", first["error"]
+        assert first.status == "ok", first.error
         baseline = _settled_allocated()
         oom = run(TOO_BIG, steps=1, warmup=0, device="cuda", weights="random")
         assert oom["status"] == "oom", (oom["status"], oom["error"])
         after = _settled_allocated()
         assert abs(after - baseline) <= 64 * MiB, f"{(after - baseline) / MiB:,.0f} MiB still allocated after the OOM"
         again = run(FITS, steps=1, warmup=0, device="cuda", weights="random")
-        assert again["status"] == "ok", again["error"]
-        assert abs(again["measured"]["peak_allocated_bytes"] - first["measured"]["peak_allocated_bytes"]) <= 64 * MiB
+        assert again.status == "ok", again.error
+        assert abs(again.measured.peak_allocated_bytes - first.measured.peak_allocated_bytes) <= 64 * MiB
     finally:
         t4_profile_off()
 
@@ -91,6 +91,6 @@ def test_t4_profile_search_best_fits_alone_and_best_plus_one_does_not():
         at_best = run(cfg.replace(micro_batch=best), steps=1, warmup=0, device="cuda", weights="random")
         assert at_best["status"] == "ok", at_best["error"]
         above = run(cfg.replace(micro_batch=best + 1), steps=1, warmup=0, device="cuda", weights="random")
-        assert above["status"] == "oom", (best + 1, above["status"], above["measured"]["peak_allocated_bytes"])
+        assert above.status == "oom", (best + 1, above.status, above.measured.peak_allocated_bytes)
     finally:
         t4_profile_off()

@@ -518,7 +518,7 @@ def test_a_replayed_gpu_record_says_where_and_when_everywhere():
     lab, _ = make_lab()
     lab.use_reference(GPU_SET)
     (rec,) = lab.replay(seq_len=2048, micro_batch=1, gradient_checkpointing=True)
-    assert rec["status"] == "ok" and rec["measured"]["peak_allocated_bytes"] == 4964403712
+    assert rec.status == "ok" and rec.measured.peak_allocated_bytes == 4964403712
     entry = lab.history[-1]
     assert entry["provenance"] == entry["lab"]["provenance"] == GPU_PROVENANCE
     assert lab.messages[-1].startswith(f"run 1 done ({GPU_PROVENANCE}): gc on · mb 1 · fp16")
@@ -680,9 +680,9 @@ def test_real_engine_checkpointing_toggle(real_lab):
     lab.set(gradient_checkpointing=False)
     lab.run_button.click()
     on, off = lab.history[-2:]
-    assert on["status"] == off["status"] == "ok", lab.messages
-    assert "cpu" in off["labels"] and "shape-only" in off["labels"]
-    assert off["measured"]["saved_activation_bytes"] > 3 * on["measured"]["saved_activation_bytes"]
+    assert on.status == off.status == "ok", lab.messages
+    assert "cpu" in off.labels and "shape-only" in off.labels
+    assert off.measured.saved_activation_bytes > 3 * on.measured.saved_activation_bytes
     assert lab.last_delta.startswith("checkpointing off: saved activations +")
     assert "(theory +" in lab.last_delta
     assert lab.chart.value[:4] == b"\x89PNG" and not lab.run_button.disabled

@@ -52,9 +52,9 @@ def test_the_runner_takes_the_fp16_path_with_a_grad_scaler(rehearsal, monkeypatc
 
     monkeypatch.setattr(runner.torch.amp, "GradScaler", spy)
     rec = labkit.run(TINY, steps=2, warmup=0, progress=False)
-    assert rec["status"] == "ok", rec["error"]
-    assert rec["resolved"]["precision"] == "fp16" and "t4-rehearsal" in rec["labels"]
-    assert all(math.isfinite(x) for x in rec["measured"]["loss"])
+    assert rec.status == "ok", rec.error
+    assert rec.resolved["precision"] == "fp16" and "t4-rehearsal" in rec.labels
+    assert all(math.isfinite(x) for x in rec.measured.loss)
     assert len(scalers) == 1 and scalers[0].get_scale() > 0                # one scaler, and it was used
 
 
@@ -67,8 +67,8 @@ def test_the_4bit_compute_dtype_is_float16(rehearsal):
 def test_the_trainer_path_trains_in_fp16(rehearsal):
     from labkit.engine.trainer import train_with_trainer, training_arguments
     out = train_with_trainer(TINY.replace(micro_batch=1), steps=2, warmup=0, device="cpu")
-    assert out["status"] == "ok", out.get("error")
-    assert out["resolved"]["precision"] == "fp16" and "t4-rehearsal" in out["labels"]
+    assert out.status == "ok", out.get("error")
+    assert out.resolved["precision"] == "fp16" and "t4-rehearsal" in out.labels
     args = training_arguments(TINY, "unused", 2, "fp16", "cpu")
     assert args.fp16 and not args.bf16
 
@@ -97,5 +97,5 @@ def test_the_lab_offers_what_a_t4_offers_and_runs_in_fp16(rehearsal):
     lab.set(seq_len=64, micro_batch=1, grad_accum=1)
     lab.run_button.click()
     rec = lab.history[-1]
-    assert rec["status"] == "ok", rec.get("error")
-    assert rec["resolved"]["precision"] == "fp16" and "t4-rehearsal" in rec["labels"]
+    assert rec.status == "ok", rec.get("error")
+    assert rec.resolved["precision"] == "fp16" and "t4-rehearsal" in rec.labels

@@ -76,7 +76,7 @@ def assert_nothing_left(baseline, monkeypatch, **next_run):
     left = measure.live_tensor_bytes()
     assert abs(left - baseline) <= SLACK, f"{(left - baseline) / MiB:.1f} MiB of the failed run stayed alive"
     again = run(cfg(**next_run), steps=1, warmup=0)
-    assert again["status"] == "ok", again["error"]
+    assert again.status == "ok", again.error
     return left
 
 
@@ -90,8 +90,8 @@ def test_a_failure_in_a_micro_batch_leaves_nothing(baseline, monkeypatch, where,
     else:                                         # a backward hook on layer 2's MLP output, first micro-batch
         fail_in_mlp(monkeypatch, 2, in_backward=True)
     rec = run(cfg(checkpointing), steps=2, warmup=0)
-    assert rec["status"] == "oom" and "CUDA out of memory" in rec["error"]
-    assert rec["measured"]["step_time_s"] is None
+    assert rec.status == "oom" and "CUDA out of memory" in rec.error
+    assert rec.measured.step_time_s is None
     assert_nothing_left(baseline, monkeypatch, gradient_checkpointing=checkpointing)
 
 
@@ -109,7 +109,7 @@ def test_a_failure_in_the_optimizer_step_leaves_nothing(baseline, monkeypatch):
 
     monkeypatch.setattr(bnb.optim.PagedAdamW8bit, "step", step)
     rec = run(cfg(), steps=3, warmup=0)
-    assert rec["status"] == "oom" and calls["n"] == 2
+    assert rec.status == "oom" and calls["n"] == 2
     assert_nothing_left(baseline, monkeypatch)
 
 
@@ -128,7 +128,7 @@ def test_a_failure_in_the_grad_scaler_leaves_nothing(baseline, monkeypatch, meth
     # scaler fails after backward, when what a run could leave (gradients, optimizer and scaler state) does not
     # depend on the sequence length
     rec = run(cfg(precision="fp16", seq_len=64), steps=2, warmup=0)
-    assert rec["status"] == "oom" and method in rec["error"]
+    assert rec.status == "oom" and method in rec.error
     monkeypatch.setattr(torch.amp.GradScaler, method, real)
     assert_nothing_left(baseline, monkeypatch)
 
@@ -137,14 +137,14 @@ def test_a_cpu_allocation_failure_is_an_oom(baseline, monkeypatch):
     fail_in_mlp(monkeypatch, 2, error=RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: "
                                                    "can't allocate memory: you tried to allocate 8589934592 bytes"))
     rec = run(cfg(), steps=1, warmup=0)
-    assert rec["status"] == "oom" and "can't allocate memory" in rec["error"]
+    assert rec.status == "oom" and "can't allocate memory" in rec.error
     assert_nothing_left(baseline, monkeypatch)
 
 
 def test_an_error_that_is_not_an_oom_leaves_nothing(baseline, monkeypatch):
     fail_in_mlp(monkeypatch, 2, error=ValueError("a bug in a layer"))
     rec = run(cfg(), steps=1, warmup=0)
-    assert rec["status"] == "error" and rec["error"] == "ValueError: a bug in a layer"
+    assert rec.status == "error" and rec.error == "ValueError: a bug in a layer"
     assert_nothing_left(baseline, monkeypatch)
 
 
@@ -160,8 +160,8 @@ def test_an_interrupt_frees_memory_even_while_its_exception_is_held(baseline, mo
 def test_a_failed_trainer_run_is_a_result_and_leaves_nothing(baseline, monkeypatch):
     fail_in_mlp(monkeypatch, 2)
     out = train_with_trainer(cfg(), steps=2, warmup=0)
-    assert out["status"] == "oom" and "CUDA out of memory" in out["error"]
-    assert out["measured"]["step_time_s"] is None
+    assert out.status == "oom" and "CUDA out of memory" in out.error
+    assert out.measured.step_time_s is None
     assert_nothing_left(baseline, monkeypatch)
     assert train_with_trainer(cfg(), steps=2, warmup=1)["status"] == "ok"
 
@@ -212,24 +212,24 @@ def test_a_search_probe_that_fails_otherwise_ends_the_search_holding_nothing(bas
 # ---- what was already in memory ----------------------------------------------------------------------------------
 def test_a_record_says_what_was_held_before_and_warns_when_it_is_large():
     small = run(cfg(), steps=1, warmup=0)
-    m = small["measured"]
+    m = small.measured
     assert m["allocated_before_source"] == "live-tensors"
     assert 0 <= m["allocated_before_bytes"] < 256 * MiB
-    assert "memory-held-before" not in small["labels"]
+    assert "memory-held-before" not in small.labels
     kept = torch.ones(300 * MiB // 4)                          # a learner's own 300 MiB tensor
     try:
         big = run(cfg(), steps=1, warmup=0)
     finally:
         del kept
-    assert big["measured"]["allocated_before_bytes"] >= 300 * MiB
-    assert "memory-held-before" in big["labels"]
-    assert any("already in memory" in w for w in big["warnings"])
-    assert big["status"] == "ok"
+    assert big.measured.allocated_before_bytes >= 300 * MiB
+    assert "memory-held-before" in big.labels
+    assert any("already in memory" in w for w in big.warnings)
+    assert big.status == "ok"
 
 
 def test_warmup_zero_is_labelled_as_timing_the_first_step():
     rec = run(cfg(), steps=1, warmup=0)
-    assert rec["status"] == "ok" and "time-includes-warmup" in rec["labels"]
+    assert rec.status == "ok" and "time-includes-warmup" in rec.labels
     assert "time-includes-warmup" not in run(cfg(), steps=2, warmup=1)["labels"]
 
 

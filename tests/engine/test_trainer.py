@@ -19,7 +19,7 @@ def test_training_arguments_follow_the_config(tmp_path):
 
 def test_trainer_run_is_measured_like_the_runner():
     out = train_with_trainer(RunConfig(seq_len=64, micro_batch=2, grad_accum=2), steps=2, warmup=1)
-    m = out["measured"]
-    assert out["status"] == "ok" and "shape-only" in out["labels"]
+    m = out.measured
+    assert out.status == "ok" and "shape-only" in out.labels
     assert len(m["loss"]) == 2 and len(m["step_times_s"]) == 2    # one loss per optimizer step, not per micro
     assert m["step_time_s"] == m["step_times_s"][1] > 0
