@@ -33,12 +33,12 @@ TOGGLES = {**{k: v for k, v in TABLE_TOGGLES.items() if k != "bf16"}, "seq 256":
 def bare_calls(repeats: int = 7, inner: int = 1000) -> dict:
     """Seconds of one bare call of each calibrated kind of op: {"matmul", "copy", "elementwise"}."""
     import torch
-    from labkit.engine.calibrate import _best_time
+    from labkit.engine.calibration_probes import best_time
     cpu = torch.device("cpu")
     a, x, byte = torch.randn(1, 1), torch.ones(1), torch.ones(1, dtype=torch.uint8)
-    return {"matmul": _best_time(lambda: a @ a, cpu, repeats, inner),
-            "copy": _best_time(byte.clone, cpu, repeats, inner),
-            "elementwise": _best_time(lambda: x * x, cpu, repeats, inner)}
+    return {"matmul": best_time(lambda: a @ a, cpu, repeats, inner),
+            "copy": best_time(byte.clone, cpu, repeats, inner),
+            "elementwise": best_time(lambda: x * x, cpu, repeats, inner)}
 
 
 def without_bare_call(calibration: dict, bare: dict) -> dict:

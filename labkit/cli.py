@@ -60,7 +60,8 @@ def cmd_doctor(args) -> int:
         ready, lines = preflight(facts)
         print(json.dumps({"ready": ready, "checks": lines}) if args.json else "\n".join(lines))
         return 0 if ready else 1
-    from labkit.engine.calibrate import cached_calibration, format_calibration
+    from labkit.engine.calibrate import cached_calibration
+    from labkit.report.calibration import format_calibration
     facts["time_constants"] = cached_calibration()        # what `labkit calibrate` measured here, or None
     print(json.dumps(facts, indent=2) if args.json else
           format_doctor(facts) + "\n" + format_calibration(facts["time_constants"]))
@@ -69,7 +70,8 @@ def cmd_doctor(args) -> int:
 
 def cmd_calibrate(args) -> int:
     """Measure this device's time constants (F, B, o) for the time theory; cached per device and versions."""
-    from labkit.engine.calibrate import calibrate, format_calibration
+    from labkit.engine.calibrate import calibrate
+    from labkit.report.calibration import format_calibration
     _apply_t4_profile(args)                # a T4's precision path (fp16) on a bigger GPU, cached apart from its own
     if not args.json:
         print("calibrating: matmuls, copies, a probe step (a few seconds) …", file=sys.stderr, flush=True)

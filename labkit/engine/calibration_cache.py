@@ -1,6 +1,6 @@
 """Where a calibration lives: the identity it belongs to (device, library versions, CPU threads), the cache file
 keyed by it, and the reader that never trusts it blindly (`cached_calibration`, `calibration_problem`). What is
-measured, and how, is `labkit.engine.calibrate`."""
+measured, and how, is `labkit.engine.calibration_probes` and `overhead_probe`, run by `labkit.engine.calibrate`."""
 from __future__ import annotations
 
 import contextlib

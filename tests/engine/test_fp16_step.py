@@ -8,7 +8,7 @@ import warnings
 import torch
 
 from labkit.config import RunConfig
-from labkit.engine.calibrate import optimizer_probe
+from labkit.engine.overhead_probe import optimizer_probe
 from labkit.engine.runner import make_optimizer, make_scheduler, optimizer_step
 
 
