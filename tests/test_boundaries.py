@@ -110,6 +110,23 @@ def test_no_learner_notebook_imports_the_reference_answers(path):
     assert "_references" not in code
 
 
+LEARNER_NOTEBOOKS = NOTEBOOKS + sorted(ROOT.glob("solutions/*.ipynb"))
+
+
+@pytest.mark.parametrize("path", LEARNER_NOTEBOOKS, ids=lambda p: p.name)
+def test_lessons_reach_the_engine_only_through_the_course_helpers(path):
+    """A lesson uses the public API, `labkit.course.lessons`, and the engine parts it opens up through
+    `labkit.course.inside` (one documented place), never the engine's modules themselves."""
+    code = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+    assert not [line for line in code.splitlines() if "labkit.engine" in line and "import" in line]
+
+
+def test_the_course_inside_module_lists_what_it_offers():
+    import labkit.course.inside as inside
+    offered = [n for n in vars(inside) if not n.startswith("_")]
+    assert offered and all(n in inside.__doc__ for n in offered), offered
+
+
 def test_the_checker_sees_a_violation(tmp_path, monkeypatch):
     (tmp_path / "engine").mkdir()
     (tmp_path / "theory.py").write_text("")
