@@ -74,8 +74,8 @@ def main(argv=None) -> int:
     print(f"labels (2 processes): {', '.join(two['labels'])}; status {one['status']} / {two['status']}")
     slow = max(r["step_time_s"] for r in two.ranks)
     print(f"effective batch {one['config']['micro_batch'] * one['config']['grad_accum']} both ways; step time "
-          f"2 processes ÷ 1 process = {slow / one['measured']['step_time_s']:.2f} (slowest rank); tokens/s "
-          f"{one['measured']['tokens_per_s']:.0f} → {two['measured']['tokens_per_s']:.0f}")
+          f"2 processes ÷ 1 process = {slow / one.measured.step_time_s:.2f} (slowest rank); tokens/s "
+          f"{one.measured.tokens_per_s:.0f} → {two.measured.tokens_per_s:.0f}")
     worst = max(abs(a - b) / abs(b) for a, b in zip(two.measured.loss, one.measured.loss))
     print(f"largest relative loss difference: {worst:.1e}")
     dp = two.theory.data_parallel

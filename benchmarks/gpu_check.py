@@ -241,7 +241,7 @@ def section_a(write, stand_in: str) -> None:
 
 # ---- (b) the largest micro-batch -------------------------------------------------------------------------------------
 def theory_largest(cfg, limit: int, hi: int = 128):
-    """Largest micro-batch whose theory peak (`experiment.estimate(cfg)['theory']['peak']`) is ≤ limit bytes."""
+    """Largest micro-batch whose theory peak (`experiment.estimate(cfg).theory.peak`) is ≤ limit bytes."""
     from labkit.experiment import estimate
 
     best = None

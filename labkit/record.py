@@ -262,7 +262,9 @@ def typed(record) -> RunRecord:
     return RunRecord.from_dict(d)
 
 
-def _json_default(o: Any):
+def json_default(o: Any):
+    """`json.dump`'s `default` for what a record holds: its typed parts as their JSON form, tensor and numpy scalars
+    as numbers."""
     if hasattr(o, "to_dict"):
         return o.to_dict()
     if hasattr(o, "item"):                       # numpy / torch scalars
@@ -272,7 +274,7 @@ def _json_default(o: Any):
 
 def dumps(record) -> str:
     """One record as one line of JSON."""
-    return json.dumps(record.to_dict() if hasattr(record, "to_dict") else record, default=_json_default)
+    return json.dumps(record.to_dict() if hasattr(record, "to_dict") else record, default=json_default)
 
 
 # Every line dumps() writes for a record begins so (config is RunRecord's first field): only a last line that

@@ -28,6 +28,7 @@ import torch
 
 from labkit.config import RunConfig
 from labkit.engine import notices
+from labkit.record import Measured, json_default
 
 CPU_LABEL = "cpu-processes"
 DEFAULT_TIMEOUT_S = 300          # a collective waiting longer than this fails the rank (process group timeout)
@@ -136,7 +137,7 @@ def _rank_main(rank: int, world_size: int, cfg: RunConfig, steps: int, warmup: i
                                     ranks=DataParallelRank(rank, world_size, device), adapters_path=adapters_path)
         path = os.path.join(out_dir, f"rank{rank}.json")
         with open(path + ".tmp", "w", encoding="utf-8") as f:          # whole or absent: a kill mid-write
-            json.dump(result, f, default=str)                             # leaves no half file
+            json.dump(result, f, default=json_default)                    # leaves no half file
         os.replace(path + ".tmp", path)
     finally:
         if result is not None and result["status"] == "ok":
@@ -323,7 +324,7 @@ def combine(results: list[dict | None], failure: BaseException | None, dev: dict
         base = {"resolved": {"precision": precision, "device": dev["type"]}, "device": dev, "labels": [],
                 "warnings": [], "model_source": None, "measured": empty_measured()}
     out = {**base, "labels": list(dict.fromkeys(x for res in [base] + results if res for x in res["labels"])),
-           "measured": dict((results[0] or base)["measured"])}
+           "measured": Measured.from_dict((results[0] or base)["measured"])}     # rank 0's, typed
     out.pop("failed_at", None)
     if dev["type"] == "cpu":
         out["labels"].append(CPU_LABEL)

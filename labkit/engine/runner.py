@@ -38,6 +38,7 @@ import torch
 
 from labkit.engine import data, measure, notices, op_count, rank_context
 from labkit.config import RunConfig, check_steps
+from labkit.record import Measured
 from labkit.units import GiB, MiB
 from labkit.engine.device import budget_labels, run_setup
 from labkit.engine.measure import free_memory
@@ -182,16 +183,12 @@ def forward_backward(model, batch: dict, n_items: int, device: str, precision: s
     return loss.item(), saved
 
 
-def empty_measured(held: dict | None = None) -> dict:
-    """The measured part of a record before anything is measured: every key, every value None."""
+def empty_measured(held: dict | None = None) -> Measured:
+    """The measured part of a record before anything is measured: every field None (but what was already held when
+    the run started, if `held` says)."""
     held = held or {}
-    return {"saved_activation_bytes": None, "peak_allocated_bytes": None, "peak_reserved_bytes": None,
-            "peak_allocated_per_step": None, "peak_reserved_per_step": None,
-            "allocated_after_step": None, "reserved_after_step": None,
-            "cuda_context_bytes": None, "step_time_s": None,
-            "step_times_s": None, "tokens_per_s": None, "loss": None, "resident": None,
-            "batch_has_padding": None, "allocated_before_bytes": held.get("allocated_before_bytes"),
-            "allocated_before_source": held.get("allocated_before_source"), "aten_ops": None}
+    return Measured(allocated_before_bytes=held.get("allocated_before_bytes"),
+                    allocated_before_source=held.get("allocated_before_source"))
 
 
 def measure_run(cfg: RunConfig, steps: int = 3, warmup: int = 1, device: str | None = None,

@@ -12,14 +12,27 @@ SMALL = dict(seq_len=64, micro_batch=2, grad_accum=2)
 
 def test_a_run_records_measurements():
     rec = run(RunConfig(**SMALL), steps=2, warmup=1)
-    m = rec["measured"]
-    assert rec["status"] == "ok" and rec["error"] is None
-    assert rec["model_source"] == "shape-only" and "shape-only" in rec["labels"]
-    assert len(m["loss"]) == 2 and all(v > 0 for v in m["loss"])
-    assert len(m["step_times_s"]) == 2 and m["step_time_s"] == m["step_times_s"][1]
-    assert m["tokens_per_s"] == pytest.approx(2 * 64 * 2 / m["step_time_s"])
-    assert m["peak_allocated_bytes"] is None                      # CPU: no allocator counter, no made-up figure
-    assert set(m["resident"]) == {"quantized_weights", "unquantized_weights", "lora", "gradients", "optimizer"}
+    m = rec.measured
+    assert rec.status == "ok" and rec.error is None
+    assert rec.model_source == "shape-only" and "shape-only" in rec.labels
+    assert len(m.loss) == 2 and all(v > 0 for v in m.loss)
+    assert len(m.step_times_s) == 2 and m.step_time_s == m.step_times_s[1]
+    assert m.tokens_per_s == pytest.approx(2 * 64 * 2 / m.step_time_s)
+    assert m.peak_allocated_bytes is None                         # CPU: no allocator counter, no made-up figure
+    assert set(m.resident) == {"quantized_weights", "unquantized_weights", "lora", "gradients", "optimizer"}
+
+
+def test_the_engine_hands_over_a_typed_measured_part():
+    """The engine's half of a record is typed where it is made (runner and data-parallel ranks alike), so nothing
+    between the engine and the record reads it as a dict."""
+    from labkit.engine.data_parallel import combine
+    from labkit.record import Measured, Resident
+    half = runner.measure_run(RunConfig(**SMALL), steps=1, warmup=0)
+    assert isinstance(half["measured"], Measured) and isinstance(half["measured"].resident, Resident)
+    ranks = [{**half, "measured": half["measured"].to_dict(), "labels": ["cpu"]} for _ in range(2)]
+    for r in ranks:
+        r["measured"].update(sync_time_s=0.0)
+    assert isinstance(combine(ranks, None, half["device"])["measured"], Measured)
 
 
 def test_oom_is_a_result_and_the_next_run_works(monkeypatch):
