@@ -25,6 +25,11 @@ TINY = RunConfig(model="tiny", seq_len=64, micro_batch=2, grad_accum=2)
 @pytest.fixture
 def rehearsal(monkeypatch):
     monkeypatch.setenv(hardware.REHEARSAL_ENV, "1")
+    # The rehearsal's constants are cached apart from the CPU's own, so on a machine that has none yet a run would
+    # first calibrate them (another fp16 GradScaler among what these tests count, and seconds of fp16 probes).
+    # These tests check the run's path, not its time theory: calibrating is test_calibrate_measures_in_fp16's.
+    from labkit import experiment
+    monkeypatch.setattr(experiment, "calibrate_once", lambda device: False)
 
 
 def test_a_cpu_decides_precision_as_a_t4_only_in_the_rehearsal(monkeypatch):
