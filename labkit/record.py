@@ -64,8 +64,10 @@ class _Part(MutableMapping):
             del self.extra[key]
 
     def _left_out(self, name: str, value) -> bool:
-        """Whether a field stays out of the JSON form (and so out of the mapping view): a part's own rule."""
-        return False
+        """Whether a field stays out of the JSON form (and so out of the mapping view): a field its JSON form did not
+        have and that is still None (an older record gains no nulls by being read and written), or a part's own
+        rule."""
+        return value is None and name in getattr(self, "_absent", ())
 
     def __iter__(self):
         yield from (n for n in self._names() if not self._left_out(n, getattr(self, n)))
@@ -92,7 +94,9 @@ class _Part(MutableMapping):
         for name, parse in cls._nested().items():
             if kwargs.get(name) is not None:
                 kwargs[name] = parse(kwargs[name])
-        return cls(**kwargs, extra=d)
+        part = cls(**kwargs, extra=d)
+        part._absent = frozenset(known) - set(kwargs)    # not a field: what the JSON form lacked
+        return part
 
     @classmethod
     def _nested(cls) -> dict:
@@ -141,9 +145,30 @@ class Measured(_Part):
 
 
 @dataclass(eq=False)
+class TimeTheory(_Part):
+    """theory.time (labkit.theory.time.predict_time): one micro-step's predicted seconds in three parts and the
+    regime that binds, then the whole optimizer step. Every figure None, with `note` saying why, where the device has
+    no constants (a CPU never calibrated)."""
+    compute_s: float | None = None
+    memory_s: float | None = None
+    overhead_s: float | None = None
+    total_s: float | None = None                # one micro-step: the sum (CPU) or max(work, overhead) (GPU)
+    regime: str | None = None                   # "compute", "memory" or "overhead"
+    phases: dict | None = None                  # forward, recompute, backward: each with its three parts and ops
+    optimizer_s: float | None = None
+    optimizer: dict | None = None               # the optimizer step's three parts and ops
+    step_s: float | None = None                 # the whole optimizer step: every micro-step + the optimizer
+    optimizer_share: float | None = None
+    combine: str | None = None                  # how the three parts combine on this device, in words
+    constants: dict | None = None               # the device constants used, and their source
+    note: str | None = None                     # why there are no figures
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(eq=False)
 class Theory(_Part):
-    """What the theory predicts for the same config (labkit.theory.predict). The headline terms are fields;
-    breakdowns and terms added later arrive in `extra` and read the same way (`theory["peak_breakdown"]`)."""
+    """What the theory predicts for the same config (labkit.theory.predict): the headline terms, then the
+    breakdowns; a term this version does not know (from a later kit) arrives in `extra` and reads the same way."""
     weights: int | None = None
     quantized_weights: int | None = None
     unquantized_weights: int | None = None
@@ -159,8 +184,7 @@ class Theory(_Part):
     simple_rule_activations: int | None = None  # the source lesson's b·s·h·L·2
     step_flops: float | None = None
     step_time_at_peak_s: float | None = None
-    time: dict | None = None                    # one micro-step: compute_s, memory_s, overhead_s, total_s, regime,
-                                                # constants; optimizer_s and step_s for the whole optimizer step
+    time: TimeTheory | None = None              # seconds: one micro-step in three parts, and the optimizer step
     # the breakdowns (records from before a term was added lack it: left out of the JSON form when None)
     activations_breakdown: dict | None = None   # saved bytes by part of a layer: norms, attention, rope, mlp, lora, …
     peak_phase: str | None = None               # where in the step the peak falls
@@ -177,7 +201,11 @@ class Theory(_Part):
                    "padding_mask", "step_flops_breakdown", "aten_ops", "data_parallel")
 
     def _left_out(self, name, value) -> bool:
-        return name in self._BREAKDOWNS and value is None
+        return super()._left_out(name, value) or (name in self._BREAKDOWNS and value is None)
+
+    @classmethod
+    def _nested(cls):
+        return {"time": TimeTheory.from_dict}
 
 
 @dataclass(eq=False)
@@ -209,7 +237,8 @@ class RunRecord(_Part):
     def _left_out(self, name, value) -> bool:
         """Optional parts a record does not have (traceback, run, …) are left out rather than written as null, and
         a version-1 record has no `schema` key, as it was read."""
-        return (name in ("traceback", "run", "shape", "labkit_version", "time", "ranks") and value is None) or \
+        return super()._left_out(name, value) or \
+            (name in ("traceback", "run", "shape", "labkit_version", "time", "ranks") and value is None) or \
             (name == "schema" and value == 1)
 
 

@@ -7,7 +7,8 @@ import pytest
 
 from labkit.config import RunConfig
 from labkit.experiment import estimate
-from labkit.record import RECORD_START, SCHEMA, Measured, RunRecord, Theory, as_record, dumps, read_jsonl, write_jsonl
+from labkit.record import (RECORD_START, SCHEMA, Measured, RunRecord, Theory, TimeTheory, as_record, dumps, read_jsonl,
+                           write_jsonl)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # the committed reference sets, and the GPU records shared beside a checkout (present in development and CI)
@@ -55,6 +56,7 @@ def test_a_new_record_reads_by_attribute_and_by_key_alike():
     assert isinstance(rec, RunRecord) and rec.schema == SCHEMA
     assert isinstance(rec.theory, Theory) and isinstance(rec.measured, Measured)
     assert rec.theory.activations == rec["theory"]["activations"] > 0
+    assert isinstance(rec.theory.time, TimeTheory) and rec.theory.time.step_s == rec["theory"]["time"]["step_s"]
     assert rec.measured.peak_allocated_bytes is None and rec["measured"].get("peak_allocated_bytes") is None
     assert rec.config["micro_batch"] == 2 and "theory-only" in rec.labels
     assert rec["theory"]["activations_breakdown"] == rec.theory.activations_breakdown               # a breakdown
@@ -107,9 +109,9 @@ def test_a_schema_2_record_reads_with_no_ranks_and_writes_back_unchanged():
            "theory": {"peak": 123}, "measured": {"step_time_s": 0.5, "loss": [6.0]}}
     rec = RunRecord.from_dict(old)
     assert rec.ranks is None and rec.get("ranks") is None and rec.schema == 2
-    assert rec.to_dict() == {**old, "warnings": [], "model_source": None, "resolved": None, "error": None,
-                             "device": None, "measured": {**Measured().to_dict(), **old["measured"]},
-                             "theory": {**Theory().to_dict(), **old["theory"]}}
+    # written back as it was read: no nulls for what it never had (only `warnings`, a list, gains its empty default)
+    assert rec.to_dict() == {**old, "warnings": []}
+    assert rec.measured.peak_allocated_bytes is None and rec.theory.time is None        # read as None all the same
     assert json.loads(dumps(rec))["schema"] == 2 and "ranks" not in json.loads(dumps(rec))
 
 

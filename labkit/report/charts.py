@@ -254,12 +254,12 @@ def micro_batch_time_chart(records, theory_records=None, knee: int | None = None
         mbs = [r.config["micro_batch"] for r in curve]
         t = [time_theory(r) for r in curve]
         accum = [r.config["grad_accum"] for r in curve]
-        ax_time.plot(mbs, [x["step_s"] for x in t], color="#3182bd", linewidth=2, label="theory: step time")
-        ax_time.plot(mbs, [(x["compute_s"] + x["memory_s"]) * a for x, a in zip(t, accum)], color="#3182bd",
+        ax_time.plot(mbs, [x.step_s for x in t], color="#3182bd", linewidth=2, label="theory: step time")
+        ax_time.plot(mbs, [(x.compute_s + x.memory_s) * a for x, a in zip(t, accum)], color="#3182bd",
                      linestyle="--", linewidth=1, label="theory: work (compute + memory)")
-        ax_time.plot(mbs, [x["overhead_s"] * a for x, a in zip(t, accum)], color="#756bb1", linestyle=":",
+        ax_time.plot(mbs, [x.overhead_s * a for x, a in zip(t, accum)], color="#756bb1", linestyle=":",
                      linewidth=1.5, label="theory: overhead (ops × s/op)")
-        ax_rate.plot(mbs, [tokens(r) / x["step_s"] for r, x in zip(curve, t)], color="#3182bd", linewidth=2,
+        ax_rate.plot(mbs, [tokens(r) / x.step_s for r, x in zip(curve, t)], color="#3182bd", linewidth=2,
                      label="theory")
     ok = [r for r in records if status_of(r) == "ok" and r.measured.step_time_s]
     if ok:
@@ -280,7 +280,7 @@ def micro_batch_time_chart(records, theory_records=None, knee: int | None = None
             ax.text(knee, 0.97, f" knee ≈ {knee}", color="gray", va="top", transform=ax.get_xaxis_transform(),
                     fontsize=LABEL_PT - 1)
     first = next((time_theory(r) for r in curve), None)
-    regime = f" (theory at {curve[0].config['micro_batch']}: {REGIME_WORDS.get(first['regime'], '')})" \
+    regime = f" (theory at {curve[0].config['micro_batch']}: {REGIME_WORDS.get(first.regime, '')})" \
         if first else ""
     ax_time.set_title("(a) seconds per optimizer step" + regime, fontsize=TITLE_PT)
     if _title_suffix(records):

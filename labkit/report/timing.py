@@ -10,16 +10,16 @@ without them (an older record, or a CPU never calibrated) reads None / says why.
 """
 from __future__ import annotations
 
-from labkit.record import typed
+from labkit.record import TimeTheory, typed
 from labkit.units import change, fmt_seconds
 
 REGIME_WORDS = {"compute": "compute-bound", "memory": "memory-bound", "overhead": "overhead-bound"}
 
 
-def time_theory(record) -> dict | None:
+def time_theory(record) -> TimeTheory | None:
     """record.theory.time when it holds figures, else None."""
     t = typed(record).theory.time
-    return t if isinstance(t, dict) and t.get("total_s") is not None else None
+    return t if t is not None and t.total_s is not None else None
 
 
 def predicted_step_s(record) -> float | None:
@@ -28,14 +28,14 @@ def predicted_step_s(record) -> float | None:
     t = time_theory(record)
     if t is None:
         return None
-    return (typed(record).theory.get("data_parallel") or {}).get("step_s") or t.get("step_s")
+    return (typed(record).theory.data_parallel or {}).get("step_s") or t.step_s
 
 
 def regime_of(record) -> str | None:
     """'overhead' when one micro-step's dispatching takes at least as long as its work (compute + memory), else
     the larger of compute and memory (`labkit.theory.time`); None without a time theory."""
     t = time_theory(record)
-    return None if t is None else t.get("regime")
+    return None if t is None else t.regime
 
 
 def time_split_text(record) -> str:
@@ -43,10 +43,11 @@ def time_split_text(record) -> str:
     label that says "theory"."""
     t = time_theory(record)
     if t is None:
-        note = (typed(record).theory.time or {}).get("note")
+        note = (typed(record).theory.time or TimeTheory()).note
         return f"none ({note})" if note else "none in this record"      # read after a "time theory:" label
-    parts = " · ".join(f"{name} {fmt_seconds(t[f'{name}_s'])}" for name in ("compute", "memory", "overhead"))
-    return f"{parts} a micro-step → {REGIME_WORDS.get(t['regime'], t['regime'])}"
+    parts = " · ".join(f"{name} {fmt_seconds(seconds)}" for name, seconds in
+                       (("compute", t.compute_s), ("memory", t.memory_s), ("overhead", t.overhead_s)))
+    return f"{parts} a micro-step → {REGIME_WORDS.get(t.regime, t.regime)}"
 
 
 def step_time_text(record) -> str:
@@ -55,14 +56,13 @@ def step_time_text(record) -> str:
     if t is None:
         return ""
     accum = typed(record).config.get("grad_accum") or 1
-    micro = f"{accum} micro-steps × {fmt_seconds(t['total_s'])}" if accum > 1 else \
-        f"1 micro-step {fmt_seconds(t['total_s'])}"
-    return f"{micro} + optimizer {fmt_seconds(t['optimizer_s'])} = {fmt_seconds(t['step_s'])} an optimizer step"
+    micro = f"{accum} micro-steps × {fmt_seconds(t.total_s)}" if accum > 1 else f"1 micro-step {fmt_seconds(t.total_s)}"
+    return f"{micro} + optimizer {fmt_seconds(t.optimizer_s)} = {fmt_seconds(t.step_s)} an optimizer step"
 
 
 def constants_text(record) -> str:
     """Where the device constants came from, short: the first clause of their source."""
-    source = ((typed(record).theory.time or {}).get("constants") or {}).get("source")
+    source = ((typed(record).theory.time or TimeTheory()).constants or {}).get("source")
     if not source:
         return ""
     return "constants: " + source.split(" (F, B); ")[0].split("; ")[0]
