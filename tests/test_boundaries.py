@@ -121,12 +121,6 @@ def test_lessons_reach_the_engine_only_through_the_course_helpers(path):
     assert not [line for line in code.splitlines() if "labkit.engine" in line and "import" in line]
 
 
-def test_the_course_inside_module_lists_what_it_offers():
-    import labkit.course.inside as inside
-    offered = [n for n in vars(inside) if not n.startswith("_")]
-    assert offered and all(n in inside.__doc__ for n in offered), offered
-
-
 def test_the_checker_sees_a_violation(tmp_path, monkeypatch):
     (tmp_path / "engine").mkdir()
     (tmp_path / "theory.py").write_text("")

@@ -11,10 +11,32 @@ named here so that a lesson imports one documented place rather than the engine'
     measure, free_memory               exercise 06      bytes of live tensors; what a run does after an OOM
 
 For everything else a lesson uses the public API (`labkit.run`, `labkit.estimate`, `labkit.lab`, …, README's
-"Python API") and `labkit.course.lessons`.
+"Python API") and `labkit.course.lessons`. Each part is imported when a lesson first asks for it: a lesson that
+takes `t4_profile` does not wait for the Trainer's imports (8 s here).
 """
-from labkit.engine import data, measure, trainer  # noqa: F401
-from labkit.engine.hardware import T4_TOTAL_MEMORY, device_facts, format_doctor, t4_profile  # noqa: F401
-from labkit.engine.measure import free_memory  # noqa: F401
-from labkit.engine.models import load_model, lora_config, quantization_config  # noqa: F401
-from labkit.engine.runner import label_tokens  # noqa: F401
+import importlib
+
+# name → (module, attribute); attribute None: the module itself
+PARTS = {
+    "device_facts": ("labkit.engine.hardware", "device_facts"),
+    "format_doctor": ("labkit.engine.hardware", "format_doctor"),
+    "t4_profile": ("labkit.engine.hardware", "t4_profile"),
+    "T4_TOTAL_MEMORY": ("labkit.engine.hardware", "T4_TOTAL_MEMORY"),
+    "load_model": ("labkit.engine.models", "load_model"),
+    "lora_config": ("labkit.engine.models", "lora_config"),
+    "quantization_config": ("labkit.engine.models", "quantization_config"),
+    "label_tokens": ("labkit.engine.runner", "label_tokens"),
+    "data": ("labkit.engine.data", None),
+    "trainer": ("labkit.engine.trainer", None),
+    "measure": ("labkit.engine.measure", None),
+    "free_memory": ("labkit.engine.measure", "free_memory"),
+}
+__all__ = list(PARTS)
+
+
+def __getattr__(name):
+    if name not in PARTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = PARTS[name]
+    found = importlib.import_module(module)
+    return found if attribute is None else getattr(found, attribute)
